@@ -1,0 +1,35 @@
+# Convenience targets for Unix shells. Everything here is also one `python -m lib...` command (see README),
+# which is what Windows users run.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test lab dev prod clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m lib.pipeline --params params/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+lab: setup
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+dev: setup
+	$(PY) -m lib.pipeline --params params/dev.yaml
+
+prod: setup
+	$(PY) -m lib.pipeline --params params/prod.yaml
+
+clean:
+	rm -rf outputs/demo

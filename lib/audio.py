@@ -1,0 +1,59 @@
+"""Audio decoding: soundfile reads the file, a segment is cut by start/end, channels are averaged, soxr resamples."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be read, or a segment outside it."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read a file's header: rate, channels, length. Raises AudioError if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"audio file not found: {path}")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"audio file unreadable: {path}: {err}") from None
+    if info.frames <= 0 or info.samplerate <= 0:
+        raise AudioError(f"audio file holds no samples: {path}")
+    return AudioInfo(path, info.samplerate, info.channels, info.frames)
+
+
+def load(path: str | Path, start: float | None = None, end: float | None = None,
+         sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode `path` from `start` to `end` seconds (whole file by default) as mono float32 at `sample_rate`."""
+    info = probe(path)
+    first = 0 if start is None else int(round(start * info.sample_rate))
+    last = info.frames if end is None else min(int(round(end * info.sample_rate)), info.frames)
+    if not 0 <= first < last:
+        raise AudioError(f"{path}: segment {start}-{end} s lies outside the file ({info.duration:.3f} s)")
+    try:
+        samples, rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"audio file unreadable: {path}: {err}") from None
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)

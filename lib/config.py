@@ -1,0 +1,308 @@
+"""Run parameters: load `params/<profile>.yaml`, validate strictly, deep-merge overrides.
+
+A params file is a complete description of a run. Every key is required, unknown keys are errors, and every error
+names the key (``whisper.learning_rate: expected a number, got 'fast'``). YAML 1.1 reads ``1e-4`` as a string; a float
+field takes it as a float all the same.
+
+Relative paths in a params file are relative to the project root (the folder holding ``params/``), whatever the
+current directory, so a notebook opened in JupyterLab and the headless runner read the same files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    """Target shares of audio duration; they must add up to 1."""
+
+    train: float
+    val: float
+    test: float
+
+    def check(self) -> list[str]:
+        problems = [f"{f.name}: must be between 0 and 1" for f in fields(self) if not 0 <= getattr(self, f.name) <= 1]
+        total = self.train + self.val + self.test
+        if abs(total - 1) > 1e-6:
+            problems.append(f"train + val + test must be 1, got {total:g}")
+        if self.train == 0:
+            problems.append("train: must be above 0")
+        return problems
+
+
+@dataclass(frozen=True)
+class WhisperParams:
+    model: str
+    batch_size: int
+    grad_accum: int
+    learning_rate: float
+    epochs: float
+    precision: Precision
+    gradient_checkpointing: bool
+
+
+@dataclass(frozen=True)
+class E2EParams:
+    encoder: str
+    decoder: str
+    batch_size: int
+    grad_accum: int
+    learning_rate: float
+    epochs: float
+    precision: Precision
+    gradient_checkpointing: bool
+
+
+@dataclass(frozen=True)
+class Params:
+    """One run. Sections a notebook did not ask for (see `from_notebook`) are None."""
+
+    profile: str
+    manifest: str
+    output_dir: str
+    seed: int
+    on_error: Literal["fail", "skip"]
+    split: SplitParams | None = None
+    whisper: WhisperParams | None = None
+    e2e: E2EParams | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return resolve(self.manifest)
+
+    @property
+    def paths(self) -> "RunPaths":
+        return RunPaths(resolve(self.output_dir))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+RUN_KEYS = ("profile", "manifest", "output_dir", "seed", "on_error")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where each stage writes, under `outputs/<profile>/` (see DESIGN.md, Outputs)."""
+
+    root: Path
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def charts(self) -> Path:
+        return self.root / "charts"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+
+class ParamsError(ValueError):
+    """Every problem found in a params file, one per line, each naming its key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid parameters:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def resolve(path: str | Path) -> Path:
+    """A path from a params file, relative to the project root unless absolute."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read a params file, deep-merge `overrides` into it, and validate the result strictly."""
+    path = resolve(path)
+    raw = read_yaml(path)
+    if overrides:
+        raw = deep_merge(raw, overrides)
+    return validate(raw, source=str(path))
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(str(path), ["file not found"]) from None
+    except yaml.YAMLError as err:
+        raise ParamsError(str(path), [f"not valid YAML: {err}"]) from None
+    if not isinstance(data, dict):
+        raise ParamsError(str(path), ["expected a mapping of keys at the top level"])
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `override` laid over it: mappings merge key by key, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`whisper.epochs=1` -> {"whisper": {"epochs": 1}}; the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError("--set", [f"expected KEY=VALUE, got {text!r}"])
+    nested: Any = yaml.safe_load(value)
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def validate(raw: Mapping[str, Any], source: str = "params", keys: tuple[str, ...] | None = None) -> Params:
+    """Build `Params` from plain data; `keys` limits which top-level keys are required (all by default)."""
+    required = keys if keys is not None else tuple(f.name for f in fields(Params))
+    problems: list[str] = []
+    value = _build(Params, raw, "", problems, required=required)
+    if problems:
+        raise ParamsError(source, problems)
+    return value
+
+
+def from_notebook(namespace: Mapping[str, Any], *sections: str) -> Params:
+    """Validate a notebook's parameters: the run keys plus the named sections, taken from its globals()."""
+    keys = RUN_KEYS + sections
+    present = {k: namespace[k] for k in keys if k in namespace}
+    return validate(present, source="notebook parameters", keys=keys)
+
+
+def digest(params: Params) -> str:
+    """A stable hash of the validated parameters (recorded in provenance)."""
+    text = json.dumps(params.to_dict(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _build(cls, raw: Any, prefix: str, problems: list[str], required: tuple[str, ...] | None = None):
+    if not isinstance(raw, Mapping):
+        problems.append(f"{prefix.rstrip('.') or 'top level'}: expected a mapping, got {_show(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    wanted = required if required is not None else tuple(names)
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{prefix}{key}: unknown key{hint}")
+        elif key not in wanted:
+            problems.append(f"{prefix}{key}: not expected here")
+    values = {}
+    for name in names:
+        if name not in wanted:
+            continue
+        if name not in raw or raw[name] is None:
+            problems.append(f"{prefix}{name}: missing value")
+            continue
+        values[name] = _coerce(raw[name], hints[name], f"{prefix}{name}", problems)
+    if len(values) < len(wanted):
+        return None
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        problems.extend(f"{prefix}{p}" for p in obj.check())
+    return obj
+
+
+def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(value, inner[0], key, problems)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value in choices:
+            return value
+        problems.append(f"{key}: expected one of {', '.join(map(str, choices))}, got {_show(value)}")
+        return None
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{key}.", problems)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected true or false, got {_show(value)}")
+        return None
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        problems.append(f"{key}: expected an integer, got {_show(value)}")
+        return None
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            return float(value)
+        problems.append(f"{key}: expected a number, got {_show(value)}")
+        return None
+    if hint is str:
+        if isinstance(value, str) and value.strip():
+            return value
+        problems.append(f"{key}: expected a non-empty string, got {_show(value)}")
+        return None
+    raise TypeError(f"{key}: unsupported type {hint!r} in the params schema")
+
+
+def _show(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lib.config check PARAMS.yaml [--set KEY=VALUE ...]`: validate a params file."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lib.config", description=main.__doc__)
+    parser.add_argument("command", choices=["check"])
+    parser.add_argument("path")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
+    args = parser.parse_args(argv)
+    try:
+        overrides: dict[str, Any] = {}
+        for item in args.set:
+            overrides = deep_merge(overrides, parse_override(item))
+        params = load(args.path, overrides)
+    except ParamsError as err:
+        print(err)
+        return 2
+    print(f"{args.path}: ok (profile {params.profile}, outputs in {params.paths.root})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

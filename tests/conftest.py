@@ -1,0 +1,60 @@
+"""Shared fixtures: small manifests with real audio (several formats, rates and channel counts)."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SENTENCES = [
+    ("Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon"),
+    ("Anh check email giúp em với", "Please check the email for me"),
+    ("Team mình cần finish cái slide này trước thứ hai", "Our team needs to finish this slide before Monday"),
+    ("Hôm nay trời đẹp quá", "The weather is so nice today"),
+    ("Mình đi shopping ở mall nha", "Let's go shopping at the mall"),
+    ("Bạn có thể update cái app được không", "Can you update the app"),
+    ("Em muốn order một ly trà sữa", "I want to order a milk tea"),
+    ("Cái deadline này gấp lắm", "This deadline is very urgent"),
+]
+FORMATS = [("wav", 16000, 1), ("flac", 22050, 2), ("ogg", 44100, 1), ("wav", 8000, 2)]
+
+
+def tone(seconds: float, rate: int, pitch: float, channels: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * pitch * t) + 0.1 * np.sin(2 * np.pi * 2.5 * pitch * t)
+    signal = (signal + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    return np.stack([signal] * channels, axis=1) if channels > 1 else signal
+
+
+def write_corpus(folder: Path, speakers: list[str], seed: int = 0, with_speaker: bool = True,
+                 name: str = "manifest.tsv") -> Path:
+    """One recording per speaker holding 2-5 segments of 0.6-2.5 s; returns the manifest path."""
+    rng = np.random.default_rng(seed)
+    pick = random.Random(seed)
+    (folder / "audio").mkdir(parents=True, exist_ok=True)
+    header = ["id", "audio_path", "start", "end", "transcript", "translation"] + (["speaker"] if with_speaker else [])
+    rows = []
+    for number, speaker in enumerate(speakers):
+        ext, rate, channels = FORMATS[number % len(FORMATS)]
+        lengths = [pick.uniform(0.6, 2.5) for _ in range(pick.randint(2, 5))]
+        gaps = 0.2
+        audio = np.concatenate([tone(length + gaps, rate, 120 + 7 * number, channels, rng) for length in lengths])
+        rel = f"audio/{speaker}.{ext}"
+        sf.write(folder / rel, audio, rate)
+        start = 0.0
+        for k, length in enumerate(lengths):
+            transcript, translation = SENTENCES[pick.randrange(len(SENTENCES))]
+            row = [f"{speaker}_{k:02d}", rel, f"{start:.3f}", f"{start + length:.3f}", transcript, translation]
+            rows.append(row + ([speaker] if with_speaker else []))
+            start += length + gaps
+    path = folder / name
+    path.write_text("\n".join("\t".join(r) for r in [header] + rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """A 24-speaker manifest with real audio."""
+    return write_corpus(tmp_path / "corpus", [f"spk{i:02d}" for i in range(24)])

@@ -1,0 +1,101 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib import config
+
+PARAMS = Path(__file__).resolve().parent.parent / "params"
+
+
+@pytest.mark.parametrize("profile", ["demo", "dev", "prod"])
+def test_every_profile_validates(profile):
+    params = config.load(PARAMS / f"{profile}.yaml")
+    assert params.profile == profile
+    assert params.paths.root == config.PROJECT_ROOT / "outputs" / profile
+    assert params.split.train + params.split.val + params.split.test == pytest.approx(1)
+
+
+def test_seed_values_of_dev_and_prod():
+    dev, prod = config.load(PARAMS / "dev.yaml"), config.load(PARAMS / "prod.yaml")
+    assert (dev.whisper.model, dev.whisper.batch_size, dev.whisper.grad_accum) == ("openai/whisper-tiny", 1, 4)
+    assert (dev.whisper.learning_rate, dev.whisper.epochs, dev.whisper.precision) == (1e-4, 2, "fp16")
+    assert dev.whisper.gradient_checkpointing is True
+    assert (dev.e2e.encoder, dev.e2e.decoder, dev.e2e.batch_size, dev.e2e.grad_accum) == (
+        "facebook/wav2vec2-base", "facebook/mbart-large-50", 1, 4)
+    assert (prod.whisper.model, prod.whisper.batch_size, prod.whisper.precision) == ("openai/whisper-medium", 16, "bf16")
+    assert (prod.e2e.encoder, prod.e2e.batch_size, prod.e2e.precision) == ("facebook/wav2vec2-xls-r-300m", 8, "bf16")
+
+
+def test_yaml_1_1_exponent_string_is_a_float(tmp_path):
+    raw = yaml.safe_load((PARAMS / "dev.yaml").read_text())
+    assert raw["whisper"]["learning_rate"] == "1e-4"  # what PyYAML really gives
+    assert config.load(PARAMS / "dev.yaml").whisper.learning_rate == 1e-4
+    assert isinstance(config.load(PARAMS / "dev.yaml").whisper.learning_rate, float)
+
+
+def write(tmp_path, raw) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def base() -> dict:
+    return yaml.safe_load((PARAMS / "dev.yaml").read_text())
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda r: r.update(extra=1), "extra: unknown key"),
+    (lambda r: r["whisper"].update(learning_rat=1), "whisper.learning_rat: unknown key (did you mean 'learning_rate'?)"),
+    (lambda r: r["whisper"].pop("epochs"), "whisper.epochs: missing value"),
+    (lambda r: r.pop("split"), "split: missing value"),
+    (lambda r: r.update(seed="abc"), "seed: expected an integer, got str 'abc'"),
+    (lambda r: r["whisper"].update(batch_size=2.5), "whisper.batch_size: expected an integer, got float 2.5"),
+    (lambda r: r["whisper"].update(learning_rate="fast"), "whisper.learning_rate: expected a number, got str 'fast'"),
+    (lambda r: r["whisper"].update(precision="fp8"), "whisper.precision: expected one of fp32, fp16, bf16"),
+    (lambda r: r["e2e"].update(gradient_checkpointing="yes please"), "e2e.gradient_checkpointing: expected true or false"),
+    (lambda r: r.update(on_error="ignore"), "on_error: expected one of fail, skip"),
+    (lambda r: r["split"].update(train=0.9), "split.train + val + test must be 1, got 1.1"),
+    (lambda r: r.update(whisper=[1, 2]), "whisper: expected a mapping, got list"),
+])
+def test_invalid_params_name_the_key(tmp_path, change, expected):
+    raw = base()
+    change(raw)
+    with pytest.raises(config.ParamsError) as err:
+        config.load(write(tmp_path, raw))
+    assert expected in str(err.value)
+    assert str(tmp_path / "p.yaml") in str(err.value)
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    raw = base()
+    raw["seed"] = "x"
+    raw["whisper"]["epochs"] = "many"
+    with pytest.raises(config.ParamsError) as err:
+        config.load(write(tmp_path, raw))
+    assert len(err.value.problems) == 2
+
+
+def test_deep_merge_and_overrides():
+    merged = config.deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"c": 5}, "d": {"e": 1}})
+    assert merged == {"a": {"b": 1, "c": 5}, "d": {"e": 1}}
+    assert config.parse_override("whisper.epochs=0.5") == {"whisper": {"epochs": 0.5}}
+    params = config.load(PARAMS / "dev.yaml", {"whisper": {"epochs": 7}, "seed": 1})
+    assert (params.whisper.epochs, params.whisper.batch_size, params.seed) == (7, 1, 1)
+    with pytest.raises(config.ParamsError, match="KEY=VALUE"):
+        config.parse_override("whisper.epochs")
+
+
+def test_notebook_parameters_take_only_their_sections():
+    namespace = {**base(), "unrelated": object()}
+    params = config.from_notebook(namespace, "split")
+    assert params.split.test == 0.1 and params.whisper is None
+    del namespace["split"]
+    with pytest.raises(config.ParamsError, match="split: missing value"):
+        config.from_notebook(namespace, "split")
+
+
+def test_check_command(capsys):
+    assert config.main(["check", str(PARAMS / "prod.yaml")]) == 0
+    assert config.main(["check", str(PARAMS / "prod.yaml"), "--set", "whisper.precision=fp8"]) == 2
+    assert "whisper.precision" in capsys.readouterr().out
