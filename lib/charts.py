@@ -25,9 +25,9 @@ def split_durations(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Histogram of segment durations per split, from a frame with `split` and `duration` columns."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.histplot(segments, x="duration", hue="split", hue_order=SPLIT_ORDER, element="step", stat="count",
+    sns.histplot(segments, x="duration", hue="split", hue_order=SPLIT_ORDER, element="step", stat="percent",
                  common_norm=False, bins=30, ax=ax)
-    ax.set(title="Segment durations per split", xlabel="segment duration (s)", ylabel="segments")
+    ax.set(title="Segment durations per split", xlabel="segment duration (s)", ylabel="segments in the split (%)")
     save(fig, out)
     return fig
 

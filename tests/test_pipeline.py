@@ -1,0 +1,89 @@
+"""The runner executes the real notebooks with papermill."""
+import json
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from conftest import write_corpus
+from lib import config, pipeline
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "lib.pipeline", *args], capture_output=True, text=True,
+                          cwd=config.PROJECT_ROOT)
+
+
+def test_runner_executes_01_split_end_to_end(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", [f"spk{i:02d}" for i in range(20)])
+    out = tmp_path / "out"
+    proc = run_cli("--params", "params/demo.yaml", "--set", f"manifest={corpus}", "--set", f"output_dir={out}",
+                   "--only", "01", "02")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "02_prepare" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
+
+    report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
+    injected = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and str(corpus) in injected[0].source
+    outputs = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
+    assert "achieved_ratio" in outputs and "image/png" in outputs
+    html = (out / "reports" / "01_split.html").read_text(encoding="utf-8")
+    assert "Validate and split" in html and "<img" in html
+
+    split_report = json.loads((out / "splits" / "split_report.json").read_text())
+    assert split_report["manifest"]["valid_rows"] == sum(
+        len((out / "splits" / f"{s}.tsv").read_text().splitlines()) - 1 for s in ("train", "val", "test"))
+    for chart in ("split_durations.png", "split_code_mixing.png"):
+        assert (out / "charts" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["params"]["manifest"] == str(corpus)
+    assert provenance["manifest"]["sha256"] == split_report["manifest_sha256"]
+    assert provenance["notebooks"][0]["notebook"] == "01_split" and provenance["notebooks"][0]["status"] == "ok"
+    assert provenance["notebooks"][1]["status"] == "missing"
+    assert provenance["libraries"]["torch"] == "2.13.0+cpu" or provenance["libraries"]["torch"].startswith("2.13.0")
+    assert len(provenance["params_sha256"]) == 64 and "dirty" in (provenance["git"] or {"dirty": None})
+
+
+def test_failing_notebook_stops_the_run_and_keeps_its_report(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--params", "params/demo.yaml", "--set", f"manifest={tmp_path}/absent.tsv",
+                   "--set", f"output_dir={out}")
+    assert proc.returncode == 1
+    assert "01_split.ipynb failed at cell" in proc.stderr and "ManifestError" in proc.stderr
+    assert "splitting.run(params)" in proc.stderr  # the failing cell's first line
+    report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
+    errors = [o for c in report.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors and errors[0].ename == "ManifestError"
+    assert (out / "reports" / "01_split.html").exists()
+    assert json.loads((out / "provenance.json").read_text())["notebooks"][-1]["status"] == "failed"
+
+
+def test_kernel_death_is_reported_as_such(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("profile = 'dev'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os; os._exit(9)")])
+    nb.metadata = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    nbformat.write(nb, notebooks / "01_split.ipynb")
+    with pytest.raises(pipeline.NotebookFailed) as err:
+        pipeline.run("params/demo.yaml", {"output_dir": str(tmp_path / "out")}, only=["01"], notebook_dir=notebooks)
+    assert err.value.exit_code == pipeline.KERNEL_DIED_EXIT
+    assert "kernel died" in str(err.value) and "out of memory" in str(err.value)
+
+
+def test_bad_params_exit_2_naming_the_key(tmp_path):
+    proc = run_cli("--params", "params/demo.yaml", "--set", "whisper.epochs=lots")
+    assert proc.returncode == 2 and "whisper.epochs: expected a number" in proc.stderr
+
+
+def test_select():
+    assert pipeline.select(["3", "01"]) == ["01_split", "03_train_whisper"]
+    assert pipeline.select(start="05") == ["05_evaluate", "06_charts"]
+    with pytest.raises(SystemExit, match="no notebook matches"):
+        pipeline.select(["9"])
