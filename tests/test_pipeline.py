@@ -7,7 +7,7 @@ import sys
 import nbformat
 import pytest
 
-from conftest import write_corpus
+from conftest import demo_slice
 from lib import config, pipeline
 
 pytestmark = pytest.mark.slow
@@ -19,7 +19,7 @@ def run_cli(*args):
 
 
 def test_runner_executes_01_split_end_to_end(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus", [f"spk{i:02d}" for i in range(20)])
+    corpus = demo_slice(tmp_path / "corpus", per_speaker=4)
     out = tmp_path / "out"
     proc = run_cli("--params", "params/demo.yaml", "--set", f"manifest={corpus}", "--set", f"output_dir={out}",
                    "--only", "01", "02")

@@ -1,0 +1,312 @@
+"""Synthetic Vietnamese-English code-switched speech: the demo's and the tests' data.
+
+    python -m lib.demo_corpus --out data/demo --utterances 1200 --seed 2026
+    python -m lib.demo_corpus --check data/demo      # the phoneme ("listening") check
+
+Sentences come from hand-written templates (`lib/data/demo_templates.yaml`) whose slots take English (or
+Vietnamese) fillers; the translation is built from the same template and fillers, and `lang_tags` follow from which
+part of the template each word came from. espeak-ng speaks them: a Vietnamese voice (Northern, Central or Southern)
+with each English stretch switched to an English voice by SSML `<voice>`, in the same utterance. Speakers differ by
+voice, variant, pitch and rate. Several segments of one speaker share a recording, with `start`/`end` inside it, as
+an annotation export would. The manifest depends only on the seed and the espeak-ng version.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+import random
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import soundfile as sf
+import soxr
+import yaml
+
+from lib import atomic, manifest as manifest_io
+
+TEMPLATES = Path(__file__).parent / "data" / "demo_templates.yaml"
+SAMPLE_RATE = 16_000
+VI_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
+EN_VOICES = ("en-us", "en")  # American, British ("en-gb" is no voice name in SSML)
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+COLUMNS = ("id", "audio_path", "start", "end", "duration", "transcript", "translation", "speaker", "lang_tags",
+           "domain")
+VORBIS_COMPRESSION = 0.9  # libsndfile's scale: 0 best quality, 1 smallest file
+UNTRANSLATED_SHARE = 0.04  # rows left without a translation: they train and test ASR only
+_PIECE = re.compile(r"\{(\w+)\}|\[([^\]]+)\]")
+
+
+@dataclass(frozen=True)
+class Voice:
+    speaker: str
+    vi_voice: str
+    en_voice: str
+    variant: str
+    pitch: int
+    speed: int
+
+    def espeak_args(self) -> list[str]:
+        return ["-v", f"{self.vi_voice}+{self.variant}", "-p", str(self.pitch), "-s", str(self.speed)]
+
+
+@dataclass(frozen=True)
+class Sentence:
+    transcript: str
+    lang_tags: tuple[str, ...]
+    translation: str = ""
+    domain: str = ""
+
+    def runs(self) -> list[tuple[str, str]]:
+        """Stretches of words spoken by one voice, in order: ("vi", "Chiều nay em gửi"), ("en", "report"), ...
+        Words tagged `x` (numbers) are spoken by the Vietnamese voice."""
+        runs: list[tuple[str, str]] = []
+        for word, tag in zip(self.transcript.split(), self.lang_tags):
+            lang = "en" if tag == "en" else "vi"
+            if runs and runs[-1][0] == lang:
+                runs[-1] = (lang, f"{runs[-1][1]} {word}")
+            else:
+                runs.append((lang, word))
+        return runs
+
+    def ssml(self, voice: Voice) -> str:
+        """Every run in an explicit <voice>: after a </voice>, espeak-ng would fall back to its default Northern
+        `vi` voice rather than the speaker's."""
+        names = {"vi": f"{voice.vi_voice}+{voice.variant}", "en": f"{voice.en_voice}+{voice.variant}"}
+        parts = [f'<voice name="{names[lang]}">{escape(text)}</voice>' for lang, text in self.runs()]
+        return "<speak>" + " ".join(parts) + "</speak>"
+
+
+@lru_cache(maxsize=1)
+def load_templates() -> tuple[list[dict], dict[str, list[str]]]:
+    data = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+    return data["templates"], {slot: [str(f) for f in fillers] for slot, fillers in data["fillers"].items()}
+
+
+def english_inserts() -> set[str]:
+    """Every English word or phrase a template can put into a Vietnamese sentence (spoken forms)."""
+    templates, fillers = load_templates()
+    inserts = {f.split("|")[0] for slot, values in fillers.items() if not slot.startswith("vi_") and slot != "num"
+               for f in values}
+    inserts |= {m.group(2) for t in templates if t.get("lang") != "en" for m in _PIECE.finditer(t["vi"]) if m.group(2)}
+    return inserts
+
+
+def make_voices(count: int, seed: int) -> list[Voice]:
+    """`count` distinct speakers: voice, variant, pitch and rate drawn from the seed."""
+    rng = random.Random(f"voices-{seed}")
+    combos = list(itertools.product(VI_VOICES, VARIANTS))
+    rng.shuffle(combos)
+    voices = []
+    for number, (vi_voice, variant) in enumerate(itertools.islice(itertools.cycle(combos), count)):
+        voices.append(Voice(f"spk{number + 1:02d}", vi_voice, EN_VOICES[rng.random() < 0.3], variant,
+                            pitch=rng.randint(25, 75), speed=rng.randint(135, 180)))
+    return voices
+
+
+class SentenceMaker:
+    """Fills templates; templates and each slot's fillers are used in turn from seeded shuffles, so all get used."""
+
+    def __init__(self, seed: int):
+        templates, fillers = load_templates()
+        self.rng = random.Random(f"sentences-{seed}")
+        self.templates = self._cycle(templates)
+        self.fillers = {slot: self._cycle(values) for slot, values in fillers.items()}
+
+    def _cycle(self, items: list):
+        items = list(items)
+        while True:
+            self.rng.shuffle(items)
+            yield from items
+
+    def make(self) -> Sentence:
+        template = next(self.templates)
+        base_lang = template.get("lang", "vi")
+        chosen: dict[str, tuple[str, str]] = {}
+        spans: list[tuple[str, str]] = []  # (text, language of its letters)
+        position = 0
+        for match in _PIECE.finditer(template["vi"]):
+            spans.append((template["vi"][position:match.start()], base_lang))
+            slot, literal = match.groups()
+            if literal:
+                spans.append((literal, "en"))
+            else:
+                spoken, _, translated = next(self.fillers[slot]).partition("|")
+                chosen[slot] = (spoken, translated or spoken)
+                spans.append((spoken, "vi" if slot.startswith("vi_") or slot == "num" else "en"))
+            position = match.end()
+        spans.append((template["vi"][position:], base_lang))
+        transcript = "".join(text for text, _ in spans)
+        owner = [lang for text, lang in spans for _ in text]
+        tags = []
+        for word in re.finditer(r"\S+", transcript):
+            letters = [i for i in range(word.start(), word.end()) if transcript[i].isalpha()]
+            tags.append(owner[letters[0]] if letters else "x")
+        translation = _PIECE.sub(lambda m: chosen[m.group(1)][1], template["en"])
+        return Sentence(transcript[:1].upper() + transcript[1:], tuple(tags),
+                        translation[:1].upper() + translation[1:], template["domain"])
+
+
+def espeak_version() -> str:
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split("Data at")[0].strip()
+
+
+def synthesize(sentence: Sentence, voice: Voice) -> np.ndarray:
+    """Speak the sentence, trim the silence around it, and return 16 kHz mono float32."""
+    wav = subprocess.run(["espeak-ng", "-m", *voice.espeak_args(), "--stdout", sentence.ssml(voice)],
+                         capture_output=True, check=True).stdout
+    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    loud = np.flatnonzero(np.abs(samples) > 0.02 * np.abs(samples).max())
+    margin = int(0.05 * rate)
+    samples = samples[max(loud[0] - margin, 0):loud[-1] + margin]
+    return soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32)
+
+
+def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30) -> Path:
+    """Write `out/manifest.tsv`, `out/audio/<speaker>/*.ogg` and `out/generation.json`; return the manifest path."""
+    out = Path(out)
+    rng = random.Random(f"corpus-{seed}")
+    maker = SentenceMaker(seed)
+    voices = make_voices(speakers, seed)
+    sentences = [maker.make() for _ in range(utterances)]
+    owners = [voices[i % speakers] for i in range(utterances)]
+    rng.shuffle(owners)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        audio = list(pool.map(synthesize, sentences, owners))
+
+    rows = []
+    for voice in voices:
+        mine = [i for i, owner in enumerate(owners) if owner is voice]
+        recording = 0
+        while mine:
+            size = rng.choice((1, 2, 3, 4, 5, 6))
+            take, mine = mine[:size], mine[size:]
+            recording += 1
+            rows += _write_recording(out, voice, recording, [(sentences[i], audio[i]) for i in take], rng)
+    rows.sort(key=lambda r: r["id"])
+    for row in rows:
+        if rng.random() < UNTRANSLATED_SHARE:
+            row["translation"] = ""
+    path = atomic.write_tsv(out / "manifest.tsv", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
+    atomic.write_json(out / "generation.json", {
+        "command": f"python -m lib.demo_corpus --out {out.as_posix()} --utterances {utterances} --seed {seed}"
+                   + (f" --speakers {speakers}" if speakers != 30 else ""),
+        "seed": seed, "utterances": utterances, "speakers": speakers, "espeak_ng": espeak_version(),
+        "templates": len(load_templates()[0]), "voices": [vars(v) for v in voices],
+    })
+    return path
+
+
+def _write_recording(out: Path, voice: Voice, number: int, segments: list[tuple[Sentence, np.ndarray]],
+                     rng: random.Random) -> list[dict]:
+    """One Ogg Vorbis file holding the segments with pauses between; rows with start/end (none for a lone one)."""
+    name = f"{voice.speaker}_r{number:03d}"
+    rel = f"audio/{voice.speaker}/{name}.ogg"
+    pieces, rows, cursor = [], [], 0
+    lead = np.zeros(int(0.25 * SAMPLE_RATE), np.float32)
+    pieces.append(lead)
+    cursor += len(lead)
+    for k, (sentence, samples) in enumerate(segments):
+        if k:
+            gap = np.zeros(int(rng.uniform(0.3, 0.8) * SAMPLE_RATE), np.float32)
+            pieces.append(gap)
+            cursor += len(gap)
+        start, end = cursor / SAMPLE_RATE, (cursor + len(samples)) / SAMPLE_RATE
+        pieces.append(samples)
+        cursor += len(samples)
+        lone = len(segments) == 1
+        rows.append({"id": f"{name}_{k:02d}", "audio_path": rel, "start": "" if lone else f"{start:.3f}",
+                     "end": "" if lone else f"{end:.3f}",
+                     "duration": f"{(cursor / SAMPLE_RATE + 0.25 if lone else end - start):.3f}",
+                     "transcript": sentence.transcript, "translation": sentence.translation,
+                     "speaker": voice.speaker, "lang_tags": " ".join(sentence.lang_tags),
+                     "domain": sentence.domain})
+    pieces.append(lead)
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(out / rel, encode_vorbis(np.concatenate(pieces)))
+    return rows
+
+
+def encode_vorbis(samples: np.ndarray) -> bytes:
+    """Ogg Vorbis at about 27 kbit/s (16 kHz mono). Written in blocks: one large write crashes libsndfile 1.2.2."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", SAMPLE_RATE, 1, format="OGG", subtype="VORBIS",
+                      compression_level=VORBIS_COMPRESSION) as f:
+        for first in range(0, len(samples), 8192):
+            f.write(samples[first:first + 8192])
+    return buffer.getvalue()
+
+
+def phonemes(text_or_ssml: str, args: list[str]) -> str:
+    """espeak-ng's phoneme mnemonics for the text, pauses and spacing removed (for comparing languages)."""
+    out = subprocess.run(["espeak-ng", "-m", "-q", "-x", *args, text_or_ssml], capture_output=True, text=True,
+                         check=True).stdout
+    return re.sub(r"\s+|_[|:!]?", "", out)
+
+
+def check_phonemes(folder: str | Path, limit: int | None = None) -> dict:
+    """The listening check: is each English stretch spoken with English phonemes, each Vietnamese one with Vietnamese?
+
+    For every segment, the phonemes espeak-ng produces for the whole SSML utterance are compared with those of each
+    stretch spoken alone by the English voice and by the Vietnamese voice. A stretch counts as English (Vietnamese)
+    when its English-voice (Vietnamese-voice) phonemes appear in the utterance's.
+    """
+    folder = Path(folder)
+    generation = json.loads((folder / "generation.json").read_text(encoding="utf-8"))
+    voices = {v["speaker"]: Voice(**v) for v in generation["voices"]}
+    rows = manifest_io.read(folder / "manifest.tsv", check_audio=False).segments[:limit]
+    counts = {"en_stretches": 0, "en_spoken_english": 0, "en_distinct_from_vietnamese": 0,
+              "vi_stretches": 0, "vi_spoken_vietnamese": 0, "segments": len(rows)}
+    for row in rows:
+        voice = voices[row.speaker]
+        sentence = Sentence(row.transcript, tuple(row.lang_tags))
+        spoken = phonemes(sentence.ssml(voice), voice.espeak_args())
+        for lang, text in sentence.runs():
+            if not any(c.isalpha() for c in text):
+                continue
+            as_en = phonemes(text, ["-v", voice.en_voice])
+            as_vi = phonemes(text, ["-v", voice.vi_voice])
+            if lang == "en":
+                counts["en_stretches"] += 1
+                counts["en_spoken_english"] += as_en in spoken
+                counts["en_distinct_from_vietnamese"] += as_en != as_vi
+            else:
+                counts["vi_stretches"] += 1
+                counts["vi_spoken_vietnamese"] += as_vi in spoken
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.demo_corpus", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="folder to write manifest.tsv and audio/ into")
+    parser.add_argument("--utterances", type=int, default=1200)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--speakers", type=int, default=30)
+    parser.add_argument("--check", metavar="DIR", help="run the phoneme check on a generated corpus instead")
+    parser.add_argument("--limit", type=int, help="with --check: only the first N segments")
+    args = parser.parse_args(argv)
+    if args.check:
+        counts = check_phonemes(args.check, args.limit)
+        print(json.dumps(counts, indent=2))
+        ok = counts["en_spoken_english"] == counts["en_stretches"] and \
+            counts["vi_spoken_vietnamese"] == counts["vi_stretches"]
+        return 0 if ok else 1
+    if not args.out:
+        parser.error("--out is required")
+    path = generate(args.out, args.utterances, args.seed, args.speakers)
+    summary = manifest_io.read(path).summary()
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

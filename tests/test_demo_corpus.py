@@ -1,0 +1,94 @@
+"""The bundled demo corpus and its generator."""
+import re
+import shutil
+from collections import Counter
+
+import pytest
+
+from conftest import DEMO
+from lib import config, demo_corpus, manifest, split, text
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return manifest.read(DEMO / "manifest.tsv")  # validates every row and opens every audio file
+
+
+def test_demo_corpus_is_valid_and_as_described(demo):
+    summary = demo.summary()
+    assert summary["valid_rows"] == 1200 and summary["rejected_rows"] == 0
+    assert summary["speakers"] == 30
+    assert 0.9 < summary["hours"] < 1.1
+    assert summary["with_translation"] == 1152 and summary["lang_tags_derived"] == 0
+    lone = [s for s in demo.segments if not s.cells["start"]]
+    assert 0 < len(lone) < summary["recordings"] < 1200  # single- and multi-segment recordings both present
+    kinds = Counter(("en" in s.lang_tags, "vi" in s.lang_tags) for s in demo.segments)
+    assert kinds[(True, True)] > 1000 and kinds[(False, True)] > 50 and kinds[(True, False)] > 20
+    assert sum(p.stat().st_size for p in DEMO.rglob("*")) < 15e6
+
+
+def test_demo_split_holds_several_speakers_per_split(demo, tmp_path):
+    result = split.split_and_write(demo, config.SplitParams(0.8, 0.1, 0.1), 1234, tmp_path)
+    for name, target in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        stats = result.report["splits"][name]
+        assert abs(stats["achieved_ratio"] - target) <= 0.05 and stats["speakers"] >= 3
+
+
+def test_tagger_agrees_with_the_constructed_tags(demo):
+    pairs = [(gold, guess) for s in demo.segments for gold, guess in zip(s.lang_tags, text.tag_transcript(s.transcript))]
+    assert len(pairs) > 10_000
+    assert sum(g == t for g, t in pairs) / len(pairs) >= 0.99
+
+
+def test_templates_are_well_formed():
+    templates, fillers = demo_corpus.load_templates()
+    assert len(templates) >= 80 and len({t["domain"] for t in templates}) >= 10
+    assert len(demo_corpus.english_inserts()) >= 400
+    assert any(t.get("lang") == "en" for t in templates)
+    assert any(all(s.startswith("vi_") for s in re.findall(r"\{(\w+)\}", t["vi"])) and "[" not in t["vi"]
+               for t in templates)
+    for t in templates:
+        slots = set(re.findall(r"\{(\w+)\}", t["vi"]))
+        assert slots == set(re.findall(r"\{(\w+)\}", t["en"])), t
+        assert slots <= set(fillers), t
+        if t.get("lang") != "en":  # English written into a template must be marked [..] so an English voice says it
+            bare = re.sub(r"\{\w+\}|\[[^\]]+\]", " ", t["vi"])
+            words = [re.sub(r"[^\w]", "", w) for w in bare.split()]
+            assert all(text.is_vietnamese_syllable(w) for w in words if w), t["vi"]
+
+
+def test_sentences_translations_and_tags_line_up():
+    maker = demo_corpus.SentenceMaker(seed=1)
+    for _ in range(300):
+        sentence = maker.make()
+        assert len(sentence.lang_tags) == len(sentence.transcript.split())
+        assert not re.search(r"[{}\[\]|]", sentence.transcript + sentence.translation)
+        assert sentence.transcript[0].isupper() and sentence.translation[0].isupper()
+        assert sentence.translation[-1] in ".?!"
+        assert " ".join(text for _, text in sentence.runs()) == sentence.transcript
+
+
+@needs_espeak
+def test_generator_writes_a_valid_reproducible_corpus(tmp_path):
+    first = demo_corpus.generate(tmp_path / "a", utterances=8, seed=3, speakers=3)
+    again = demo_corpus.generate(tmp_path / "b", utterances=8, seed=3, speakers=3)
+    assert first.read_bytes() == again.read_bytes()
+    m = manifest.read(first)
+    assert len(m.segments) == 8 and len({s.speaker for s in m.segments}) == 3
+    assert all(s.lang_tags and s.duration > 0.5 for s in m.segments)
+    counts = demo_corpus.check_phonemes(tmp_path / "a")
+    assert counts["en_stretches"] > 0 and counts["vi_stretches"] > 0
+    assert counts["en_spoken_english"] == counts["en_stretches"] == counts["en_distinct_from_vietnamese"]
+    assert counts["vi_spoken_vietnamese"] == counts["vi_stretches"]
+
+
+@needs_espeak
+def test_each_stretch_keeps_the_speakers_voice():
+    voice = demo_corpus.Voice("s", "vi-vn-x-south", "en-us", "f2", 50, 160)
+    sentence = demo_corpus.Sentence("Em gửi report trước tuần này", ("vi", "vi", "en", "vi", "vi", "vi"))
+    spoken = demo_corpus.phonemes(sentence.ssml(voice), voice.espeak_args())
+    after = demo_corpus.phonemes("trước tuần này", ["-v", "vi-vn-x-south"])
+    northern = demo_corpus.phonemes("trước tuần này", ["-v", "vi"])
+    assert after != northern and spoken.endswith(after)  # the Southern voice, also after the English word
