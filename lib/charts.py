@@ -42,3 +42,32 @@ def split_code_mixing(segments: pd.DataFrame, out: Path) -> plt.Figure:
            ylabel="segments in the split (%)")
     save(fig, out)
     return fig
+
+
+def label_lengths(examples: pd.DataFrame, out: Path) -> plt.Figure:
+    """Label tokens and audio duration per example, by task (from `whisper_data.label_table`)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    sns.histplot(examples, x="label_tokens", hue="task", element="step", bins=30, ax=axes[0])
+    axes[0].set(title="Label length per task", xlabel="label tokens (prefix and end token included)",
+                ylabel="examples")
+    sns.histplot(examples.drop_duplicates(["split", "duration"]), x="duration", hue="split",
+                 hue_order=SPLIT_ORDER, element="step", bins=30, ax=axes[1])
+    axes[1].set(title="Audio duration per split", xlabel="segment duration (s)", ylabel="segments")
+    save(fig, out)
+    return fig
+
+
+def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
+    """Training loss per logging step, and val loss of each task at each checkpoint (from trainer log history)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    rows = [{"step": h["step"], "loss": h["loss"], "curve": "train"} for h in history if "loss" in h]
+    for h in history:
+        for key, value in h.items():
+            if key.startswith("eval_") and key.endswith("_loss"):
+                rows.append({"step": h["step"], "loss": value, "curve": f"val {key[5:-5]}"})
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.lineplot(pd.DataFrame(rows), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
+    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
+    save(fig, out)
+    return fig

@@ -47,13 +47,31 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class WhisperParams:
-    model: str
+    model: str  # hub id or local folder
+    build_tiny: bool  # build a tiny random-weight model at `model` if that folder does not exist (demo, tests)
     batch_size: int
+    eval_batch_size: int
     grad_accum: int
     learning_rate: float
+    warmup_ratio: float
     epochs: float
     precision: Precision
     gradient_checkpointing: bool
+    checkpoint_steps: int  # evaluate on val and save a checkpoint every this many optimizer steps
+    logging_steps: int
+    eval_segments: int  # val segments scored during training per task (0: all)
+    generation_max_length: int
+    dataloader_workers: int
+    resume: bool  # continue from the last complete checkpoint in the output folder
+
+    def check(self) -> list[str]:
+        problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
+                    "checkpoint_steps", "logging_steps", "generation_max_length") if getattr(self, name) < 1]
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append("warmup_ratio: must be in [0, 1)")
+        if self.epochs <= 0 or self.learning_rate <= 0:
+            problems.append("epochs and learning_rate: must be above 0")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -109,6 +127,14 @@ class RunPaths:
     @property
     def features(self) -> Path:
         return self.root / "features"
+
+    @property
+    def whisper(self) -> Path:
+        return self.root / "whisper"
+
+    @property
+    def e2e(self) -> Path:
+        return self.root / "e2e"
 
     @property
     def results(self) -> Path:
@@ -226,6 +252,7 @@ def _build(cls, raw: Any, prefix: str, problems: list[str], required: tuple[str,
         elif key not in wanted:
             problems.append(f"{prefix}{key}: not expected here")
     values = {}
+    problems_before = len(problems)
     for name in names:
         if name not in wanted:
             continue
@@ -236,7 +263,7 @@ def _build(cls, raw: Any, prefix: str, problems: list[str], required: tuple[str,
     if len(values) < len(wanted):
         return None
     obj = cls(**values)
-    if hasattr(obj, "check"):
+    if hasattr(obj, "check") and len(problems) == problems_before:  # cross-field checks need valid fields
         problems.extend(f"{prefix}{p}" for p in obj.check())
     return obj
 

@@ -57,6 +57,8 @@ def base() -> dict:
     (lambda r: r.update(on_error="ignore"), "on_error: expected one of fail, skip"),
     (lambda r: r["split"].update(train=0.9), "split.train + val + test must be 1, got 1.1"),
     (lambda r: r.update(whisper=[1, 2]), "whisper: expected a mapping, got list"),
+    (lambda r: r["whisper"].update(warmup_ratio=1.5), "whisper.warmup_ratio: must be in [0, 1)"),
+    (lambda r: r["whisper"].update(checkpoint_steps=0), "whisper.checkpoint_steps: must be at least 1"),
 ])
 def test_invalid_params_name_the_key(tmp_path, change, expected):
     raw = base()

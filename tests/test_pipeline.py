@@ -18,13 +18,18 @@ def run_cli(*args):
                           cwd=config.PROJECT_ROOT)
 
 
-def test_runner_executes_01_split_end_to_end(tmp_path):
+TINY_WHISPER = ["whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
+                "whisper.eval_segments=6", "whisper.generation_max_length=24"]
+
+
+def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     corpus = demo_slice(tmp_path / "corpus", per_speaker=4)
     out = tmp_path / "out"
-    proc = run_cli("--params", "params/demo.yaml", "--set", f"manifest={corpus}", "--set", f"output_dir={out}",
-                   "--only", "01", "02")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "02_prepare" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
+    sets = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo", *TINY_WHISPER]
+    proc = run_cli("--params", "params/demo.yaml", *[a for s in sets for a in ("--set", s)],
+                   "--only", "01", "02", "03", "04")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "04_train_e2e" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
 
     report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
     injected = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -40,11 +45,29 @@ def test_runner_executes_01_split_end_to_end(tmp_path):
     for chart in ("split_durations.png", "split_code_mixing.png"):
         assert (out / "charts" / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    segments = {s: len((out / "splits" / f"{s}.tsv").read_text().splitlines()) - 1 for s in ("train", "val", "test")}
+    for name, count in segments.items():
+        meta = json.loads(next((out / "features" / "whisper").glob(f"{name}-*/meta.json")).read_text())
+        assert meta["segments"] == count and meta["settings"]["feature_size"] == 80
+    assert (out / "features" / "whisper_filtered.tsv").read_text().startswith("split\tid\ttask\treason")
+    summary = json.loads((out / "results" / "whisper_train.json").read_text())
+    train_lines = (out / "splits" / "train.tsv").read_text().splitlines()
+    column = train_lines[0].split("\t").index("translation")
+    with_translation = sum(1 for line in train_lines[1:] if line.split("\t")[column])
+    assert summary["examples"]["train"] == segments["train"] + with_translation
+    assert summary["global_step"] == -(-summary["examples"]["train"] // 8)  # one epoch, batch 8
+    assert summary["final"]["final_transcribe_wer"] >= 0 and summary["final"]["final_translate_bleu"] >= 0
+    assert summary["train_samples_per_second"] > 0 and summary["peak_memory_mb"] > 0
+    history = json.loads((out / "results" / "whisper_history.json").read_text())
+    assert [h["loss"] for h in history if "loss" in h]
+    assert (out / "whisper" / "final" / "model.safetensors").stat().st_size > 1e6
+    assert (out / "charts" / "whisper_training.png").read_bytes()[:4] == b"\x89PNG"
+
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["params"]["manifest"] == str(corpus)
     assert provenance["manifest"]["sha256"] == split_report["manifest_sha256"]
     assert provenance["notebooks"][0]["notebook"] == "01_split" and provenance["notebooks"][0]["status"] == "ok"
-    assert provenance["notebooks"][1]["status"] == "missing"
+    assert [n["status"] for n in provenance["notebooks"]] == ["ok", "ok", "ok", "missing"]
     assert provenance["libraries"]["torch"] == "2.13.0+cpu" or provenance["libraries"]["torch"].startswith("2.13.0")
     assert len(provenance["params_sha256"]) == 64 and "dirty" in (provenance["git"] or {"dirty": None})
 

@@ -1,0 +1,150 @@
+"""Stage 02: decode each split once and cache model inputs as Arrow under `outputs/<profile>/features/`.
+
+Whisper's log-mel features are cached without the 30 s padding (the collator pads), in float16, so 45 h of audio
+stays a few GB. A cache is reused when its key matches: the hash of the split file, of every audio file it reads, and
+of the feature settings. A cache is written to a temporary folder and renamed into place, so a crash leaves no half
+cache behind; older caches of the same split are removed once the new one is in place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib import audio, manifest as manifest_io
+
+FEATURE_VERSION = 1  # bump when the way features are computed changes
+SPLITS = ("train", "val", "test")
+ROW_COLUMNS = ("id", "speaker", "transcript", "translation", "lang_tags", "duration")
+
+
+@dataclass
+class CachedSplit:
+    name: str
+    path: Path
+    key: str
+    reused: bool
+    seconds: float  # time spent computing (0 when reused)
+
+    def load(self):
+        from datasets import Dataset
+
+        return Dataset.from_file(str(self.path / "data.arrow"))
+
+
+def cache_table(cached: dict[str, CachedSplit]):
+    """One row per split: segments, whether the cache was reused, seconds spent, size on disk."""
+    import pandas as pd
+
+    return pd.DataFrame([{"split": c.name, "segments": json.loads((c.path / "meta.json").read_text())["segments"],
+                          "reused": c.reused, "seconds": round(c.seconds, 1),
+                          "size_mb": round(sum(f.stat().st_size for f in c.path.iterdir()) / 2**20, 1),
+                          "cache": c.path.name} for c in cached.values()]).set_index("split")
+
+
+def whisper_settings(feature_extractor) -> dict:
+    return {"kind": "whisper-log-mel", "version": FEATURE_VERSION, "dtype": "float16",
+            "feature_size": feature_extractor.feature_size, "sampling_rate": feature_extractor.sampling_rate,
+            "hop_length": feature_extractor.hop_length, "n_fft": feature_extractor.n_fft}
+
+
+def cache_key(split_file: Path, segments: list[manifest_io.Segment], settings: dict) -> str:
+    """sha256 over the split file, the bytes of every audio file it reads, and the settings."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(split_file.read_bytes())
+    for path in sorted({s.audio for s in segments}):
+        digest.update(str(path.name).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor) -> dict[str, CachedSplit]:
+    """Cached Whisper features for train, val and test (computed only where the cache is missing or stale)."""
+    settings = whisper_settings(feature_extractor)
+    return {name: _prepare_split(name, splits_dir / f"{name}.tsv", features_dir / "whisper", settings,
+                                 lambda segs: _whisper_rows(segs, feature_extractor))
+            for name in SPLITS}
+
+
+def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make_rows) -> CachedSplit:
+    import time
+
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: run 01_split first")
+    segments = manifest_io.read(split_file).segments
+    key = cache_key(split_file, segments, settings)
+    target = root / f"{name}-{key[:16]}"
+    if (target / "meta.json").exists():
+        return CachedSplit(name, target, key, reused=True, seconds=0.0)
+    began = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+    try:
+        _write_arrow(staging / "data.arrow", make_rows(segments))
+        meta = {"split": name, "key": key, "settings": settings, "segments": len(segments),
+                "split_file": str(split_file)}
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for stale in root.glob(f"{name}-*"):
+        if stale != target:
+            shutil.rmtree(stale, ignore_errors=True)
+    return CachedSplit(name, target, key, reused=False, seconds=time.perf_counter() - began)
+
+
+def _write_arrow(path: Path, rows) -> None:
+    from datasets import Array2D, Features, Value
+    from datasets.arrow_writer import ArrowWriter
+
+    first = next(rows)
+    columns = {c: Value("float32") if c == "duration" else Value("string") for c in ROW_COLUMNS}
+    features = Features({**columns, "input_features": Array2D(shape=(None, first["input_features"].shape[1]),
+                                                               dtype="float16")})
+    with ArrowWriter(features=features, path=str(path)) as writer:
+        writer.write(first)
+        for row in rows:
+            writer.write(row)
+        writer.finalize()
+
+
+def _whisper_rows(segments: list[manifest_io.Segment], feature_extractor):
+    """Rows with log-mel features shaped (frames, mel bins).
+
+    The audio gets `n_fft` zeros appended first, so the frames at its end see the same silence they would see in
+    the 30 s padded input: `pad_log_mel` then rebuilds the extractor's padded output exactly.
+    """
+    tail = np.zeros(feature_extractor.n_fft, dtype=np.float32)
+    for seg in segments:
+        wave = audio.load(seg.audio, seg.start, seg.end, feature_extractor.sampling_rate)
+        mel = feature_extractor(np.concatenate([wave, tail]), sampling_rate=feature_extractor.sampling_rate,
+                                padding="do_not_pad", return_tensors="np").input_features[0]
+        yield {**segment_columns(seg), "input_features": mel.T.astype(np.float16)}
+
+
+def segment_columns(seg: manifest_io.Segment) -> dict:
+    return {"id": seg.id, "speaker": seg.speaker, "transcript": seg.transcript, "translation": seg.translation,
+            "lang_tags": " ".join(seg.lang_tags), "duration": float(seg.duration)}
+
+
+def pad_log_mel(features: list[np.ndarray], frames: int) -> np.ndarray:
+    """Stack (frames_i, mels) arrays into (batch, mels, frames), padded as Whisper pads audio with silence.
+
+    Whisper's extractor floors the log-mel at (its maximum - 8) before scaling by (x + 4) / 4, so zero-padded audio
+    becomes frames at (maximum - 2) in the scaled values: padding with that reproduces the 30 s input exactly.
+    """
+    batch = np.empty((len(features), features[0].shape[1], frames), dtype=np.float32)
+    for i, mel in enumerate(features):
+        mel = np.asarray(mel, dtype=np.float32)[:frames]
+        batch[i, :, :len(mel)] = mel.T
+        batch[i, :, len(mel):] = mel.max() - 2.0
+    return batch

@@ -1,0 +1,210 @@
+"""Whisper: the tiny model's conventions, the features cache, the collator, training, resume and accelerate."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import demo_slice
+from lib import audio, config, features, models, split, whisper_data
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny Whisper built from demo texts, loaded back through `load_whisper` (the hub code path)."""
+    folder = tmp_path_factory.mktemp("whisper")
+    texts = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon.",
+             "Anh check email giúp em với", "Please check the email for me."] * 20
+    models.build_tiny_whisper(folder, texts, window_seconds=8, vocab_size=400)
+    return models.load_whisper(folder)
+
+
+def test_tiny_whisper_follows_the_real_token_layout(tiny):
+    model, processor = tiny
+    tok = processor.tokenizer
+    ids = tok.convert_tokens_to_ids
+    sot = ids("<|startoftranscript|>")
+    # openai/whisper-tiny: <|endoftext|> 50257, <|startoftranscript|> 50258, 99 languages, then the task tokens.
+    assert ids("<|endoftext|>") == sot - 1 and ids("<|en|>") == sot + 1
+    assert [ids(t) - sot for t in models.WHISPER_SPECIALS] == [100, 101, 102, 103, 104, 105]
+    assert ids("<|0.00|>") == ids("<|notimestamps|>") + 1 and ids("<|30.00|>") == len(tok) - 1
+    tok.set_prefix_tokens(language="vietnamese", task="translate")
+    encoded = tok("Anh check email").input_ids
+    assert tok.convert_ids_to_tokens(encoded[:4]) == ["<|startoftranscript|>", "<|vi|>", "<|translate|>",
+                                                      "<|notimestamps|>"]
+    assert encoded[-1] == tok.eos_token_id == tok.pad_token_id
+    assert tok.decode(encoded, skip_special_tokens=True) == "Anh check email"
+    gen = model.generation_config
+    assert gen.lang_to_id["<|vi|>"] == ids("<|vi|>") and gen.task_to_id == {"translate": sot + 100,
+                                                                             "transcribe": sot + 101}
+    assert gen.decoder_start_token_id == model.config.decoder_start_token_id == sot
+    assert gen.no_timestamps_token_id == ids("<|notimestamps|>")
+    assert processor.feature_extractor.nb_max_frames == 2 * model.config.max_source_positions == 800  # 8 s window
+
+
+def test_dev_default_goes_through_the_same_loader(monkeypatch):
+    params = config.load("params/dev.yaml")
+    assert params.whisper.model == "openai/whisper-tiny" and not params.whisper.build_tiny
+    called = []
+    monkeypatch.setattr(models, "load_whisper", lambda name: called.append(name))
+    models.whisper_for_run(params)
+    assert called == ["openai/whisper-tiny"]  # the hub id, as the tiny model's folder is passed in the demo
+
+
+def test_generation_forces_language_and_task_and_stays_short_form(tiny):
+    model, processor = tiny
+    mel = np.zeros((120, 80), np.float16)
+    kwargs = whisper_data.generation_kwargs(model, "translate")
+    assert kwargs["language"] == "vi" and kwargs["task"] == "translate"
+    assert processor.tokenizer.convert_tokens_to_ids("<|0.00|>") in kwargs["suppress_tokens"]
+    texts = whisper_data.decode(model, processor, [mel, mel], "translate", max_length=12)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_padded_log_mel_equals_the_extractors_30s_input(tmp_path):
+    from transformers import WhisperFeatureExtractor
+
+    extractor = WhisperFeatureExtractor(feature_size=80, chunk_length=8)
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", (0.2 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000)
+    wave = audio.load(tmp_path / "a.wav", 0.13, 2.71)
+    reference = extractor(wave, sampling_rate=16000, return_tensors="np").input_features[0]
+    seg = type("Seg", (), {"audio": tmp_path / "a.wav", "start": 0.13, "end": 2.71, "id": "a", "speaker": "",
+                           "transcript": "x", "translation": "", "lang_tags": ["x"], "duration": 2.58})()
+    cached = next(features._whisper_rows([seg], extractor))["input_features"]
+    assert cached.dtype == np.float16 and cached.shape[1] == 80 and cached.shape[0] < 300
+    padded = features.pad_log_mel([cached], extractor.nb_max_frames)[0]
+    np.testing.assert_allclose(padded, reference, atol=2e-3)  # float16 storage
+
+
+def test_feature_cache_is_reused_and_invalidated(tmp_path, tiny):
+    _, processor = tiny
+    corpus = demo_slice(tmp_path / "corpus", per_speaker=1)
+    params = config.load("params/demo.yaml", {"manifest": str(corpus), "output_dir": str(tmp_path / "out")})
+    split.run(params)
+    paths = params.paths
+    first = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
+    again = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
+    assert not any(c.reused for c in first.values()) and all(c.reused for c in again.values())
+    assert {n: c.key for n, c in first.items()} == {n: c.key for n, c in again.items()}
+    assert len(first["train"].load()) + len(first["val"].load()) + len(first["test"].load()) == 30
+
+    train_file = paths.splits / "train.tsv"
+    train_file.write_bytes(train_file.read_bytes())  # same bytes, new modification time: the key is the content
+    assert features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)["train"].reused
+    val_audio = features.manifest_io.read(paths.splits / "val.tsv").segments[0].audio
+    copy = tmp_path / "audio_copy.ogg"
+    shutil.copy(val_audio, copy)
+    sf.write(copy, np.zeros(16000, np.float32), 16000, format="OGG")  # different bytes, same name
+    lines = (paths.splits / "val.tsv").read_text().splitlines()
+    first_row = lines[1].split("\t")
+    first_row[1] = str(copy)
+    first_row[2], first_row[3], first_row[4] = "", "", "1.000"
+    (paths.splits / "val.tsv").write_text("\n".join([lines[0], "\t".join(first_row), *lines[2:]]) + "\n")
+    changed = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
+    assert changed["train"].reused and not changed["val"].reused and changed["val"].key != first["val"].key
+    assert len(list((paths.features / "whisper").glob("val-*"))) == 1  # the stale cache is gone
+
+
+def test_collator_on_real_tokenizer_output(tiny):
+    model, processor = tiny
+    rows = {"duration": [2.0, 3.0, 9.5], "id": ["a", "b", "c"],
+            "transcript": ["Anh check email giúp em với", "Chiều nay em gửi report cho manager nhé", "quá dài"],
+            "translation": ["Please check the email for me.", "", "Too long."]}
+    dataset = _Rows(rows)
+    examples, filtered = whisper_data.multitask_examples(dataset, processor.tokenizer, 8, "train")
+    assert [(e.row, e.task) for e in examples] == [(0, "transcribe"), (1, "transcribe"), (0, "translate")]
+    assert {(f["id"], f["task"]) for f in filtered} == {("c", "transcribe"), ("c", "translate")}
+    collator = whisper_data.WhisperCollator(processor.tokenizer, model.config.decoder_start_token_id, 800)
+    batch = collator([{"input_features": np.zeros((100 + 50 * i, 80), np.float16), "labels": e.labels}
+                      for i, e in enumerate(examples)])
+    assert batch["input_features"].shape == (3, 80, 800)
+    labels = batch["labels"]
+    tok = processor.tokenizer.convert_ids_to_tokens
+    assert [tok(row[:2].tolist()) for row in labels] == [["<|vi|>", "<|transcribe|>"]] * 2 + [["<|vi|>", "<|translate|>"]]
+    eos = processor.tokenizer.eos_token_id
+    for row, example in zip(labels.tolist(), examples):
+        real = example.labels[1:]  # the start token is stripped
+        assert row[:len(real)] == real and real[-1] == eos  # the first EOS is kept
+        assert set(row[len(real):]) <= {-100}  # and everything after it is padding
+    assert (labels == -100).sum() > 0
+
+
+class _Rows:
+    """Just enough of a datasets.Dataset for multitask_examples."""
+
+    def __init__(self, columns):
+        self.columns = columns
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.columns[key]
+        return {k: v[key] for k, v in self.columns.items()}
+
+
+def _train_command(tmp_path, *extra):
+    corpus = demo_slice(tmp_path / "corpus", per_speaker=2)
+    out = tmp_path / "out"
+    overrides = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo",
+                 "whisper.batch_size=8", "whisper.epochs=2", "whisper.checkpoint_steps=4", "whisper.logging_steps=2",
+                 "whisper.eval_segments=4", "whisper.generation_max_length=24"]
+    params = config.load("params/demo.yaml", _merge(overrides))
+    split.run(params)
+    return [*extra, "lib.train", "--params", "params/demo.yaml", *[a for o in overrides for a in ("--set", o)],
+            "whisper"], out
+
+
+def _merge(overrides):
+    merged = {}
+    for item in overrides:
+        merged = config.deep_merge(merged, config.parse_override(item))
+    return merged
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_the_last_checkpoint(tmp_path):
+    command, out = _train_command(tmp_path, sys.executable, "-m")
+    proc = subprocess.Popen(command, cwd=config.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while not list((out / "whisper").glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(p.parent.name.split("-")[1]) for p in (out / "whisper").glob("checkpoint-*/trainer_state.json"))
+    assert not (out / "whisper" / "final").exists()
+
+    rerun = subprocess.run(command, cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert f"resuming from {out / 'whisper'}/checkpoint-{killed_at}" in rerun.stdout
+    summary = json.loads((out / "results" / "whisper_train.json").read_text())
+    history = json.loads((out / "results" / "whisper_history.json").read_text())
+    assert summary["resumed_from"] == f"checkpoint-{killed_at}"
+    total = summary["global_step"]
+    assert total > killed_at and total == history[-1]["step"]
+    logged = [h["step"] for h in history if "loss" in h]
+    assert logged == sorted(logged) and logged[-1] > killed_at  # the step count carried on
+    assert (out / "whisper" / "final" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_training_runs_under_accelerate_launch_with_two_processes(tmp_path):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    command, out = _train_command(tmp_path, accelerate, "launch", "--num_processes", "2", "--num_machines", "1",
+                                  "--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no", "-m")
+    # --multi_gpu is accelerate's torchrun launcher; on a machine without a GPU the processes run on the CPU.
+    proc = subprocess.run(command, cwd=config.PROJECT_ROOT, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "process 0 of 2 started" in log and "process 1 of 2 started" in log
+    summary = json.loads((out / "results" / "whisper_train.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["final"]["final_transcribe_wer"] >= 0
