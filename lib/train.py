@@ -161,9 +161,12 @@ def train_whisper(params: config.Params) -> dict:
         "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": hp.precision,
         "device": str(state.device), "untrained": untrained, "final": final,
     }
+    staging, final_dir = paths.whisper / "final.partial", paths.whisper / "final"
+    trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
     if state.is_main_process:
-        trainer.save_model(str(paths.whisper / "final"))
-        processor.save_pretrained(paths.whisper / "final")
+        processor.save_pretrained(staging)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        staging.rename(final_dir)  # final/ is the old model or the new one, never half of one
         atomic.write_json(results_file, summary)
         atomic.write_json(paths.results / "whisper_history.json", trainer.state.log_history)
     return {**summary, "history": trainer.state.log_history}
