@@ -106,3 +106,115 @@ def count_parameters(model) -> dict[str, int]:
     return {"total": sum(p.numel() for p in model.parameters()),
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
+
+
+# --- E2E: wav2vec2 encoder + mBART-50 decoder ------------------------------------------------------------------------
+
+E2E_LANGUAGES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
+MBART_DECODER_START = 2  # </s>, as in mBART-50
+
+
+class DecoderNotLoaded(RuntimeError):
+    """A pretrained decoder weight did not come from the checkpoint."""
+
+
+def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True):
+    """(model, feature_extractor, tokenizer): wav2vec2 + mBART-50 as a SpeechEncoderDecoderModel.
+
+    `from_encoder_decoder_pretrained` loads the mBART checkpoint into an MBartForCausalLM, which looks for
+    `model.decoder.embed_tokens.weight` and `lm_head.weight`; an MBartForConditionalGeneration checkpoint stores them as
+    `model.shared.weight`, so they would stay randomly initialized (seen with transformers 5.23). The decoder's
+    weights are therefore copied from the checkpoint loaded as MBartForConditionalGeneration, and every one of them is
+    checked against it: any mismatch raises DecoderNotLoaded.
+    """
+    import torch
+    from transformers import (AutoFeatureExtractor, MBart50TokenizerFast, MBartForConditionalGeneration,
+                              SpeechEncoderDecoderModel)
+
+    model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
+        str(encoder), str(decoder), encoder_add_adapter=adapter, encoder_layerdrop=0.0,  # layerdrop breaks DDP
+        encoder_feat_proj_dropout=0.0, encoder_mask_time_prob=0.0)
+    source = MBartForConditionalGeneration.from_pretrained(str(decoder))
+    with torch.no_grad():
+        model.decoder.model.decoder.load_state_dict(source.model.decoder.state_dict())
+        model.decoder.lm_head.weight.copy_(source.lm_head.weight)
+    check_decoder_loaded(model, source)
+    tokenizer = MBart50TokenizerFast.from_pretrained(str(decoder), src_lang="vi_VN", tgt_lang="vi_VN")
+    feature_extractor = AutoFeatureExtractor.from_pretrained(str(encoder))
+    model.config.decoder_start_token_id = MBART_DECODER_START
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.decoder_start_token_id = MBART_DECODER_START
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, feature_extractor, tokenizer
+
+
+def check_decoder_loaded(model, source) -> None:
+    """Raise DecoderNotLoaded unless the decoder's weights, embeddings and LM head included, equal the checkpoint's."""
+    import torch
+
+    expected = {f"model.decoder.{k}": v for k, v in source.model.decoder.state_dict().items()}
+    expected["lm_head.weight"] = source.lm_head.weight
+    actual = model.decoder.state_dict()
+    wrong = [k for k, v in expected.items() if k not in actual or not torch.equal(actual[k], v)]
+    if wrong:
+        raise DecoderNotLoaded(f"{len(wrong)} decoder weight(s) do not match the checkpoint: {', '.join(wrong[:5])}")
+
+
+def freeze_for_training(model, lna: bool) -> None:
+    """Freeze the wav2vec2 feature encoder; with `lna`, train only LayerNorms, attention and the adapter (LNA)."""
+    model.encoder.freeze_feature_encoder()
+    if not lna:
+        return
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = is_lna_parameter(name)
+
+
+def is_lna_parameter(name: str) -> bool:
+    """LayerNorms anywhere, encoder self-attention, decoder self- and cross-attention, and the encoder adapter."""
+    if "feature_extractor" in name:  # the convolutional feature encoder stays frozen
+        return False
+    return ("layer_norm" in name or "layernorm" in name or ".attention." in name or "self_attn" in name
+            or "encoder_attn" in name or ".adapter." in name)
+
+
+def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iterable[str], vocab_size: int = 1000,
+                   seed: int = 0) -> tuple[Path, Path]:
+    """A tiny wav2vec2 and a tiny mBART with an mBART-50-style SentencePiece tokenizer trained on `texts`.
+
+    The tokenizer follows mBART-50: <s>=0, <pad>=1, </s>=2, <unk>=3, the SentencePiece pieces, then the 52 language
+    codes (vi_VN, en_XX ...) and <mask>; the model's decoder_start_token_id is 2 and pad_token_id 1.
+    """
+    import tempfile
+
+    import sentencepiece as spm
+    import torch
+    from transformers import (MBart50Tokenizer, MBartConfig, MBartForConditionalGeneration, Wav2Vec2Config,
+                              Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+
+    encoder_out, decoder_out = Path(encoder_out), Path(decoder_out)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "texts.txt"
+        corpus.write_text("\n".join(texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=f"{tmp}/spm", vocab_size=vocab_size,
+                                       model_type="unigram", character_coverage=1.0, minloglevel=2)
+        pieces = spm.SentencePieceProcessor(model_file=f"{tmp}/spm.model")
+    # SentencePiece order (<unk>, <s>, </s>, pieces); MBart50Tokenizer moves it to fairseq's, as for the real model.
+    vocab = [(pieces.id_to_piece(i), pieces.get_score(i)) for i in range(pieces.get_piece_size())]
+    tokenizer = MBart50Tokenizer(vocab=vocab, src_lang="vi_VN", tgt_lang="vi_VN")
+    tokenizer.save_pretrained(decoder_out)
+    decoder = MBartForConditionalGeneration(MBartConfig(
+        vocab_size=len(tokenizer), d_model=96, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=384, decoder_ffn_dim=384, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=MBART_DECODER_START, forced_eos_token_id=tokenizer.eos_token_id, scale_embedding=True))
+    decoder.save_pretrained(decoder_out)
+    encoder = Wav2Vec2Model(Wav2Vec2Config(
+        hidden_size=96, num_hidden_layers=2, num_attention_heads=4, intermediate_size=384, conv_dim=(64,) * 7,
+        feat_extract_norm="layer", do_stable_layer_norm=True, num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, vocab_size=32))
+    encoder.save_pretrained(encoder_out)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(encoder_out)
+    return encoder_out, decoder_out
