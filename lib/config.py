@@ -46,9 +46,10 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
-class WhisperParams:
-    model: str  # hub id or local folder
-    build_tiny: bool  # build a tiny random-weight model at `model` if that folder does not exist (demo, tests)
+class TrainingParams:
+    """What Whisper and the E2E model share: batches, schedule, precision, checkpoints, decoding during training."""
+
+    build_tiny: bool  # build tiny random-weight models at the named folders if they do not exist (demo, tests)
     batch_size: int
     eval_batch_size: int
     grad_accum: int
@@ -75,15 +76,15 @@ class WhisperParams:
 
 
 @dataclass(frozen=True)
-class E2EParams:
-    encoder: str
-    decoder: str
-    batch_size: int
-    grad_accum: int
-    learning_rate: float
-    epochs: float
-    precision: Precision
-    gradient_checkpointing: bool
+class WhisperParams(TrainingParams):
+    model: str  # hub id or local folder
+
+
+@dataclass(frozen=True)
+class E2EParams(TrainingParams):
+    encoder: str  # wav2vec2: hub id or local folder
+    decoder: str  # mBART-50: hub id or local folder
+    lna: bool  # train only LayerNorms, attention and the adapter (fits the 4 GB dev GPU)
 
 
 @dataclass(frozen=True)

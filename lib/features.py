@@ -74,6 +74,23 @@ def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor) -> 
             for name in SPLITS}
 
 
+def waveform_settings(sampling_rate: int) -> dict:
+    return {"kind": "waveform", "version": FEATURE_VERSION, "dtype": "float16", "sampling_rate": sampling_rate}
+
+
+def prepare_waveforms(splits_dir: Path, features_dir: Path, sampling_rate: int = audio.SAMPLE_RATE) -> dict[str, CachedSplit]:
+    """Cached 16 kHz mono waveforms (float16) for train, val and test: the wav2vec2 encoder's input."""
+    settings = waveform_settings(sampling_rate)
+
+    def rows(segments):
+        for seg in segments:
+            wave = audio.load(seg.audio, seg.start, seg.end, sampling_rate)
+            yield {**segment_columns(seg), "input_values": wave.astype(np.float16)}
+
+    return {name: _prepare_split(name, splits_dir / f"{name}.tsv", features_dir / "waveform", settings, rows)
+            for name in SPLITS}
+
+
 def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make_rows) -> CachedSplit:
     import time
 
@@ -103,13 +120,17 @@ def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make
 
 
 def _write_arrow(path: Path, rows) -> None:
-    from datasets import Array2D, Features, Value
+    """Stream rows into one Arrow file: the segment's columns plus log-mels (2-D) or a waveform (1-D), float16."""
+    from datasets import Array2D, Features, List, Value
     from datasets.arrow_writer import ArrowWriter
 
     first = next(rows)
     columns = {c: Value("float32") if c == "duration" else Value("string") for c in ROW_COLUMNS}
-    features = Features({**columns, "input_features": Array2D(shape=(None, first["input_features"].shape[1]),
-                                                               dtype="float16")})
+    if "input_features" in first:
+        columns["input_features"] = Array2D(shape=(None, first["input_features"].shape[1]), dtype="float16")
+    else:
+        columns["input_values"] = List(Value("float16"))
+    features = Features(columns)
     with ArrowWriter(features=features, path=str(path)) as writer:
         writer.write(first)
         for row in rows:

@@ -33,13 +33,17 @@ def whisper_for_run(params: config.Params):
     name = params.whisper.model
     folder = config.resolve(name)
     if params.whisper.build_tiny and not (folder / "config.json").exists():
-        split_file = params.paths.splits / "train.tsv"
-        if not split_file.exists():
-            raise FileNotFoundError(f"{split_file} not found: run 01_split first")
-        train = manifest.read(split_file, check_audio=False).segments
-        texts = [s.transcript for s in train] + [s.translation for s in train if s.translation]
-        build_tiny_whisper(folder, texts, seed=params.seed)
+        build_tiny_whisper(folder, _training_texts(params), seed=params.seed)
     return load_whisper(folder if folder.exists() else name)
+
+
+def _training_texts(params: config.Params) -> list[str]:
+    """Transcripts and translations of the train split: what the tiny models' tokenizers are trained on."""
+    split_file = params.paths.splits / "train.tsv"
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: run 01_split first")
+    train = manifest.read(split_file, check_audio=False).segments
+    return [s.transcript for s in train] + [s.translation for s in train if s.translation]
 
 
 def whisper_window_frames(processor) -> int:
@@ -150,6 +154,23 @@ def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True):
     return model, feature_extractor, tokenizer
 
 
+def e2e_for_run(params: config.Params):
+    """The E2E model named in params, with tiny demo models built first where `build_tiny` asks and they are missing."""
+    hp = params.e2e
+    encoder, decoder = config.resolve(hp.encoder), config.resolve(hp.decoder)
+    if hp.build_tiny and not ((encoder / "config.json").exists() and (decoder / "config.json").exists()):
+        build_tiny_e2e(encoder, decoder, _training_texts(params), seed=params.seed)
+    return load_e2e(encoder if encoder.exists() else hp.encoder, decoder if decoder.exists() else hp.decoder)
+
+
+def load_e2e_final(folder: str | Path):
+    """(model, feature_extractor, tokenizer) of a trained E2E model saved by lib.train (e2e/final)."""
+    from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
+
+    return (SpeechEncoderDecoderModel.from_pretrained(str(folder)), AutoFeatureExtractor.from_pretrained(str(folder)),
+            MBart50TokenizerFast.from_pretrained(str(folder)))
+
+
 def check_decoder_loaded(model, source) -> None:
     """Raise DecoderNotLoaded unless the decoder's weights, embeddings and LM head included, equal the checkpoint's."""
     import torch
@@ -183,7 +204,8 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
                    seed: int = 0) -> tuple[Path, Path]:
     """A tiny wav2vec2 and a tiny mBART with an mBART-50-style SentencePiece tokenizer trained on `texts`.
 
-    The tokenizer follows mBART-50: <s>=0, <pad>=1, </s>=2, <unk>=3, the SentencePiece pieces, then the 52 language
+    The mBART keeps as many encoder as decoder layers, as mBART-50 does (12 and 12): generation sizes its cache by
+    `num_hidden_layers`, which MBartConfig reads from the encoder. The tokenizer follows mBART-50: <s>=0, <pad>=1, </s>=2, <unk>=3, the SentencePiece pieces, then the 52 language
     codes (vi_VN, en_XX ...) and <mask>; the model's decoder_start_token_id is 2 and pad_token_id 1.
     """
     import tempfile
@@ -206,7 +228,7 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
     tokenizer = MBart50Tokenizer(vocab=vocab, src_lang="vi_VN", tgt_lang="vi_VN")
     tokenizer.save_pretrained(decoder_out)
     decoder = MBartForConditionalGeneration(MBartConfig(
-        vocab_size=len(tokenizer), d_model=96, encoder_layers=1, decoder_layers=2, encoder_attention_heads=4,
+        vocab_size=len(tokenizer), d_model=96, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
         decoder_attention_heads=4, encoder_ffn_dim=384, decoder_ffn_dim=384, max_position_embeddings=256,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=MBART_DECODER_START, forced_eos_token_id=tokenizer.eos_token_id, scale_embedding=True))

@@ -65,3 +65,40 @@ def test_lna_trains_only_layer_norms_attention_and_adapter(folders):
     for frozen in ("decoder.model.decoder.embed_tokens.weight", "decoder.model.decoder.layers.0.fc1.weight",
                    "encoder.encoder.layers.0.feed_forward.intermediate_dense.weight"):
         assert frozen not in trainable
+
+
+def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(folders):
+    from lib import e2e_data
+
+    torch.manual_seed(0)
+    model, feature_extractor, tokenizer = models.load_e2e(*folders)
+    models.freeze_for_training(model, lna=False)
+    texts = {"transcribe": "Anh check email giúp em với", "translate": "Please check the email for me."}
+    batch = []
+    for i, task in enumerate(["transcribe", "translate", "transcribe", "translate"]):
+        tokenizer.tgt_lang = models.E2E_LANGUAGES[task]
+        wave = torch.randn(8000 + 1600 * i).numpy() * 0.1  # different lengths: padding and attention mask matter
+        batch.append({"input_values": wave, "labels": tokenizer(text_target=texts[task]).input_ids})
+    inputs = e2e_data.WaveformCollator(feature_extractor, tokenizer)(batch)
+    assert inputs["attention_mask"][0].sum() == 8000 and inputs["attention_mask"][3].sum() == 12800
+    first = tokenizer.convert_ids_to_tokens(inputs["labels"][:, 0].tolist())
+    assert first == ["vi_VN", "en_XX", "vi_VN", "en_XX"]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(40):
+        loss = model(**inputs).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    model.eval()
+    for task, code in models.E2E_LANGUAGES.items():
+        out = model.generate(inputs["input_values"], attention_mask=inputs["attention_mask"], max_length=12,
+                             **e2e_data.generation_kwargs(tokenizer, task))
+        assert out[:, 0].tolist() == [2] * 4  # </s>, mBART's decoder start
+        assert tokenizer.convert_ids_to_tokens(out[:, 1].tolist()) == [code] * 4
+    texts_out = e2e_data.decode(model, feature_extractor, tokenizer, [b["input_values"] for b in batch[:2]],
+                                "translate", max_length=48)
+    assert texts_out[1] == texts["translate"]  # learned on this batch, decoded in English on request

@@ -20,16 +20,19 @@ def run_cli(*args):
 
 TINY_WHISPER = ["whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
                 "whisper.eval_segments=6", "whisper.generation_max_length=24"]
+TINY_E2E = ["e2e.epochs=1", "e2e.batch_size=8", "e2e.checkpoint_steps=10", "e2e.logging_steps=5",
+            "e2e.eval_segments=6", "e2e.generation_max_length=24"]
 
 
 def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     corpus = demo_slice(tmp_path / "corpus", per_speaker=4)
     out = tmp_path / "out"
-    sets = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo", *TINY_WHISPER]
+    sets = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo", *TINY_WHISPER,
+            f"e2e.encoder={out}/models/wav2vec2-demo", f"e2e.decoder={out}/models/mbart-demo", *TINY_E2E]
     proc = run_cli("--params", "params/demo.yaml", *[a for s in sets for a in ("--set", s)],
-                   "--only", "01", "02", "03", "04")
+                   "--only", "01", "02", "03", "04", "05")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "04_train_e2e" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
+    assert "05_evaluate" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
 
     report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
     injected = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -63,11 +66,23 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert (out / "whisper" / "final" / "model.safetensors").stat().st_size > 1e6
     assert (out / "charts" / "whisper_training.png").read_bytes()[:4] == b"\x89PNG"
 
+    e2e = json.loads((out / "results" / "e2e_train.json").read_text())
+    assert e2e["examples"]["train"] == summary["examples"]["train"] and e2e["lna"] is False
+    assert e2e["global_step"] == -(-e2e["examples"]["train"] // 8)
+    assert 0 < e2e["parameters"]["trainable"] < e2e["parameters"]["total"]  # the feature encoder is frozen
+    e2e_losses = [h["loss"] for h in json.loads((out / "results" / "e2e_history.json").read_text()) if "loss" in h]
+    assert e2e_losses and e2e_losses[-1] < e2e_losses[0]
+    assert {"model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= {
+        p.name for p in (out / "e2e" / "final").iterdir()}
+    for name in ("train", "val", "test"):
+        assert json.loads(next((out / "features" / "waveform").glob(f"{name}-*/meta.json")).read_text())[
+            "segments"] == segments[name]
+
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["params"]["manifest"] == str(corpus)
     assert provenance["manifest"]["sha256"] == split_report["manifest_sha256"]
     assert provenance["notebooks"][0]["notebook"] == "01_split" and provenance["notebooks"][0]["status"] == "ok"
-    assert [n["status"] for n in provenance["notebooks"]] == ["ok", "ok", "ok", "missing"]
+    assert [n["status"] for n in provenance["notebooks"]] == ["ok", "ok", "ok", "ok", "missing"]
     assert provenance["libraries"]["torch"] == "2.13.0+cpu" or provenance["libraries"]["torch"].startswith("2.13.0")
     assert len(provenance["params_sha256"]) == 64 and "dirty" in (provenance["git"] or {"dirty": None})
 
