@@ -221,7 +221,8 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
         corpus = Path(tmp) / "texts.txt"
         corpus.write_text("\n".join(texts), encoding="utf-8")
         spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=f"{tmp}/spm", vocab_size=vocab_size,
-                                       model_type="unigram", character_coverage=1.0, minloglevel=2)
+                                       model_type="unigram", character_coverage=1.0, minloglevel=2,
+                                       hard_vocab_limit=False)  # a small corpus gets a smaller vocabulary
         pieces = spm.SentencePieceProcessor(model_file=f"{tmp}/spm.model")
     # SentencePiece order (<unk>, <s>, </s>, pieces); MBart50Tokenizer moves it to fairseq's, as for the real model.
     vocab = [(pieces.id_to_piece(i), pieces.get_score(i)) for i in range(pieces.get_piece_size())]
