@@ -1,10 +1,12 @@
-"""Stage 03: Whisper fine-tuned multitask, the code-switched transcript and the English translation of each segment.
+"""Stages 03 and 04: multitask fine-tuning, the code-switched transcript and the English translation of each segment.
 
-Each segment gives two examples, `<|startoftranscript|><|vi|><|transcribe|><|notimestamps|>` + transcript and
+Whisper (03): each segment gives `<|startoftranscript|><|vi|><|transcribe|><|notimestamps|>` + transcript and
 `...<|vi|><|translate|>...` + translation; the language is forced, never detected (detection fails on code-switched
-audio). Training runs on Hugging Face's Seq2SeqTrainer, so `accelerate launch` spreads it over GPUs or machines:
+audio). wav2vec2 + mBART-50 (04): `vi_VN` + transcript and `en_XX` + translation (see lib.e2e_data). Both run on one
+loop over Hugging Face's Seq2SeqTrainer, so `accelerate launch` spreads them over GPUs or machines:
 
     python -m lib.train --params params/dev.yaml whisper
+    python -m lib.train --params params/dev.yaml e2e
     accelerate launch --multi_gpu --num_processes 2 -m lib.train --params params/prod.yaml whisper
 
 Without a GPU the same `--multi_gpu` launch (torchrun underneath) runs the processes on the CPU over gloo;
