@@ -11,27 +11,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from lib.models import E2E_LANGUAGES
-from lib.whisper_data import TASKS, Example
+from lib.audio import SAMPLE_RATE
+from lib.models import E2E_LANGUAGES, MBART_DECODER_START
+from lib.whisper_data import Example, task_examples
 
 
 def multitask_examples(dataset, tokenizer, max_label_tokens: int, split: str) -> tuple[list[Example], list[dict]]:
     """One example per segment and task (none for a missing translation); labels over the decoder's positions are
     left out and listed."""
-    kept, filtered = [], []
-    ids = dataset["id"]
-    for task in TASKS:
-        texts = dataset["transcript" if task == "transcribe" else "translation"]
+    def tokenize(task, texts):
         tokenizer.tgt_lang = E2E_LANGUAGES[task]
-        wanted = [i for i, t in enumerate(texts) if t]
-        labels = tokenizer(text_target=[texts[i] for i in wanted]).input_ids if wanted else []
-        for row, label in zip(wanted, labels):
-            if len(label) > max_label_tokens:
-                filtered.append({"split": split, "id": ids[row], "task": task,
-                                 "reason": f"label has {len(label)} tokens, over the decoder's {max_label_tokens}"})
-            else:
-                kept.append(Example(row, task, label))
-    return kept, filtered
+        return tokenizer(text_target=texts).input_ids
+
+    def reject(row, labels):
+        if len(labels) > max_label_tokens:
+            return f"label has {len(labels)} tokens, over the decoder's {max_label_tokens}"
+        return None
+
+    return task_examples(dataset, split, tokenize, reject)
 
 
 class WaveformExamples(torch.utils.data.Dataset):
@@ -41,7 +38,7 @@ class WaveformExamples(torch.utils.data.Dataset):
         self.waves = dataset.with_format("numpy", columns=["input_values"])
         self.examples = examples
         durations = dataset["duration"]
-        self.lengths = [int(durations[e.row] * 16_000) for e in examples]
+        self.lengths = [int(durations[e.row] * SAMPLE_RATE) for e in examples]
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -70,8 +67,8 @@ class WaveformCollator:
 
 def generation_kwargs(tokenizer, task: str) -> dict:
     """Start with </s> and force the task's language code as the first generated token."""
-    return {"forced_bos_token_id": tokenizer.convert_tokens_to_ids(E2E_LANGUAGES[task]), "decoder_start_token_id": 2,
-            "use_cache": True}
+    return {"forced_bos_token_id": tokenizer.convert_tokens_to_ids(E2E_LANGUAGES[task]),
+            "decoder_start_token_id": MBART_DECODER_START, "use_cache": True}
 
 
 def decode(model, feature_extractor, tokenizer, waves: list[np.ndarray], task: str, max_length: int,
@@ -82,7 +79,8 @@ def decode(model, feature_extractor, tokenizer, waves: list[np.ndarray], task: s
     texts = []
     model.eval()
     for first in range(0, len(waves), batch_size):
-        batch = collator([{"input_values": w, "labels": [2]} for w in waves[first:first + batch_size]])
+        chunk = waves[first:first + batch_size]
+        batch = collator([{"input_values": w, "labels": [MBART_DECODER_START]} for w in chunk])
         with torch.inference_mode():
             ids = model.generate(batch["input_values"].to(device), attention_mask=batch["attention_mask"].to(device),
                                  max_length=max_length, num_beams=num_beams, **generation_kwargs(tokenizer, task))

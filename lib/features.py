@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def waveform_settings(sampling_rate: int) -> dict:
     return {"kind": "waveform", "version": FEATURE_VERSION, "dtype": "float16", "sampling_rate": sampling_rate}
 
 
-def prepare_waveforms(splits_dir: Path, features_dir: Path, sampling_rate: int = audio.SAMPLE_RATE) -> dict[str, CachedSplit]:
+def prepare_waveforms(splits_dir: Path, features_dir: Path,
+                      sampling_rate: int = audio.SAMPLE_RATE) -> dict[str, CachedSplit]:
     """Cached 16 kHz mono waveforms (float16) for train, val and test: the wav2vec2 encoder's input."""
     settings = waveform_settings(sampling_rate)
 
@@ -92,8 +94,6 @@ def prepare_waveforms(splits_dir: Path, features_dir: Path, sampling_rate: int =
 
 
 def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make_rows) -> CachedSplit:
-    import time
-
     if not split_file.exists():
         raise FileNotFoundError(f"{split_file} not found: run 01_split first")
     segments = manifest_io.read(split_file).segments

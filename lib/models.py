@@ -111,7 +111,6 @@ def count_parameters(model) -> dict[str, int]:
             "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
 
 
-
 # --- E2E: wav2vec2 encoder + mBART-50 decoder ------------------------------------------------------------------------
 
 E2E_LANGUAGES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
@@ -205,8 +204,9 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
     """A tiny wav2vec2 and a tiny mBART with an mBART-50-style SentencePiece tokenizer trained on `texts`.
 
     The mBART keeps as many encoder as decoder layers, as mBART-50 does (12 and 12): generation sizes its cache by
-    `num_hidden_layers`, which MBartConfig reads from the encoder. The tokenizer follows mBART-50: <s>=0, <pad>=1, </s>=2, <unk>=3, the SentencePiece pieces, then the 52 language
-    codes (vi_VN, en_XX ...) and <mask>; the model's decoder_start_token_id is 2 and pad_token_id 1.
+    `num_hidden_layers`, which MBartConfig reads from the encoder. The tokenizer follows mBART-50: <s>=0, <pad>=1,
+    </s>=2, <unk>=3, the SentencePiece pieces, then the 52 language codes (vi_VN, en_XX ...) and <mask>; the model's
+    decoder_start_token_id is 2 and pad_token_id 1.
     """
     import tempfile
 

@@ -21,27 +21,41 @@ class Example:
     labels: list[int]
 
 
+def task_examples(dataset, split: str, tokenize, reject) -> tuple[list[Example], list[dict]]:
+    """The loop both model families share: per task, tokenize the segments that have its text (`tokenize(task,
+    texts)`), and keep each example unless `reject(row, labels)` gives a reason, in which case it is listed."""
+    kept, filtered = [], []
+    ids = dataset["id"]
+    for task in TASKS:
+        texts = dataset["transcript" if task == "transcribe" else "translation"]
+        wanted = [i for i, t in enumerate(texts) if t]
+        labels = tokenize(task, [texts[i] for i in wanted]) if wanted else []
+        for row, label in zip(wanted, labels):
+            reason = reject(row, label)
+            if reason:
+                filtered.append({"split": split, "id": ids[row], "task": task, "reason": reason})
+            else:
+                kept.append(Example(row, task, label))
+    return kept, filtered
+
+
 def multitask_examples(dataset, tokenizer, window_seconds: float, split: str) -> tuple[list[Example], list[dict]]:
     """Two examples per segment (one without a translation gives one); segments longer than the model's window and
     labels over 448 tokens are left out and listed with the reason."""
-    kept, filtered = [], []
     durations = dataset["duration"]
-    for task in TASKS:
-        texts = dataset["transcript" if task == "transcribe" else "translation"]
+
+    def tokenize(task, texts):
         tokenizer.set_prefix_tokens(language=SOURCE_LANGUAGE, task=task, predict_timestamps=False)
-        wanted = [i for i, t in enumerate(texts) if t]
-        labels = tokenizer([texts[i] for i in wanted]).input_ids if wanted else []
-        for row, ids in zip(wanted, labels):
-            reason = None
-            if durations[row] > window_seconds:
-                reason = f"audio {durations[row]:.1f} s is longer than the model's {window_seconds:.0f} s window"
-            elif len(ids) > MAX_LABEL_TOKENS:
-                reason = f"label has {len(ids)} tokens, over Whisper's {MAX_LABEL_TOKENS}"
-            if reason:
-                filtered.append({"split": split, "id": dataset[row]["id"], "task": task, "reason": reason})
-            else:
-                kept.append(Example(row, task, ids))
-    return kept, filtered
+        return tokenizer(texts).input_ids
+
+    def reject(row, labels):
+        if durations[row] > window_seconds:
+            return f"audio {durations[row]:.1f} s is longer than the model's {window_seconds:.0f} s window"
+        if len(labels) > MAX_LABEL_TOKENS:
+            return f"label has {len(labels)} tokens, over Whisper's {MAX_LABEL_TOKENS}"
+        return None
+
+    return task_examples(dataset, split, tokenize, reject)
 
 
 class WhisperExamples(torch.utils.data.Dataset):
