@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lib import atomic
+from lib import atomic, metrics
 
 PALETTE = "colorblind"
 SPLIT_ORDER = ("train", "val", "test")
@@ -61,13 +61,138 @@ def label_lengths(examples: pd.DataFrame, out: Path) -> plt.Figure:
 def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
     """Training loss per logging step, and val loss of each task at each checkpoint (from trainer log history)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
+    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
+    save(fig, out)
+    return fig
+
+
+# --- 06_charts: the run at a glance --------------------------------------------------------------------------------
+
+MODEL_LABELS = {"whisper": "Whisper", "e2e": "wav2vec2 + mBART-50"}
+
+
+def training_loss(histories: dict[str, list[dict]], out: Path) -> plt.Figure:
+    """Training and val loss of each model side by side (from results/<model>_history.json)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4), squeeze=False)
+    for ax, (model_type, history) in zip(axes[0], histories.items()):
+        sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
+        ax.set(title=MODEL_LABELS.get(model_type, model_type), xlabel="optimizer step",
+               ylabel="cross-entropy loss (nats per token)")
+    fig.suptitle("Training loss, and val loss per task at each checkpoint")
+    save(fig, out)
+    return fig
+
+
+def score_comparison(results: dict[str, dict], task: str, metric: str, target: float, out: Path) -> plt.Figure:
+    """One bar per model with its 95 % interval and the target as a dashed line."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    names = {"wer": "WER (%), lower is better", "bleu": "BLEU, higher is better"}
+    rows = [{"model": MODEL_LABELS.get(m, m), **s["tasks"][task]["metrics"][metric]} for m, s in results.items()]
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.9 * len(rows)))
+    _bars_with_intervals(ax, [r["model"] for r in rows], [[r] for r in rows], [None], horizontal=True)
+    sense = "below" if metric == "wer" else "above"
+    ax.axvline(target, color="black", linestyle="--", linewidth=1.2, label=f"target: {sense} {target:g}")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.invert_yaxis()  # models top to bottom in the order given
+    ax.set(title=f"{metric.upper()} on the test split ({task}), with 95 % bootstrap intervals",
+           xlabel=names.get(metric, metric), ylabel="")
+    ax.set_xlim(0, max(100 if metric == "wer" else 30, *[(r["ci95"][1] or r["value"] or 0) * 1.15 for r in rows]))
+    save(fig, out)
+    return fig
+
+
+def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
+    """Error rate on each view of the transcript (all words, each language, English insertions, switch points)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    groups = [[s["tasks"]["transcribe"]["metrics"][v] for v in metrics.VIEWS] for s in results.values()]
+    _bars_with_intervals(ax, [metrics.VIEW_LABELS[v] for v in metrics.VIEWS], list(zip(*groups)),
+                         [MODEL_LABELS.get(m, m) for m in results])
+    ax.set(title="Transcript errors by language, on one alignment of each whole utterance",
+           xlabel="reference words scored", ylabel="error rate (%) with 95 % interval")
+    save(fig, out)
+    return fig
+
+
+def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
+    """WER per code-mixing-index bin for each model; each bin's label gives its segment count."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    bins = [[row for row in s["tasks"]["transcribe"]["by_cmi"]] for s in results.values()]
+    first = bins[0]
+    labels = [f"{row['bin']}\n{row['segments']} segments" for row in first]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    _bars_with_intervals(ax, labels, list(zip(*bins)), [MODEL_LABELS.get(m, m) for m in results])
+    ax.set(title="WER by code-mixing index of the reference (test split)",
+           xlabel="code-mixing index (0 = one language, 50 = evenly mixed)", ylabel="WER (%) with 95 % interval")
+    save(fig, out)
+    return fig
+
+
+def split_overview(segments: pd.DataFrame, out: Path) -> plt.Figure:
+    """Hours per split, and minutes per speaker coloured by split (from `split.read_segment_frame`)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 3]})
+    hours = segments.groupby("split").duration.sum().reindex(SPLIT_ORDER).fillna(0) / 3600
+    sns.barplot(x=hours.index, y=hours.values, hue=hours.index, hue_order=SPLIT_ORDER, ax=axes[0], legend=False)
+    for i, value in enumerate(hours.values):
+        axes[0].text(i, value, f"{value:.2f} h\n{value / hours.sum():.0%}", ha="center", va="bottom", fontsize=9)
+    axes[0].set(title="Audio per split", xlabel="split", ylabel="audio (hours)", ylim=(0, hours.max() * 1.25))
+    per_group = (segments.groupby(["group", "split"]).duration.sum() / 60).reset_index()
+    per_group = per_group.sort_values(["split", "duration"], key=lambda c: c.map(SPLIT_ORDER.index)
+                                      if c.name == "split" else -c)
+    sns.barplot(per_group, x="group", y="duration", hue="split", hue_order=SPLIT_ORDER, dodge=False, ax=axes[1])
+    axes[1].set(title="Audio per speaker (each speaker in one split only)", xlabel="speaker",
+                ylabel="audio (minutes)")
+    axes[1].tick_params(axis="x", rotation=90, labelsize=7)
+    axes[1].legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1))
+    save(fig, out)
+    return fig
+
+
+def _loss_rows(history: list[dict]) -> pd.DataFrame:
     rows = [{"step": h["step"], "loss": h["loss"], "curve": "train"} for h in history if "loss" in h]
     for h in history:
         for key, value in h.items():
             if key.startswith("eval_") and key.endswith("_loss"):
                 rows.append({"step": h["step"], "loss": value, "curve": f"val {key[5:-5]}"})
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sns.lineplot(pd.DataFrame(rows), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
-    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
-    save(fig, out)
-    return fig
+    return pd.DataFrame(rows)
+
+
+def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], series: list[str | None],
+                         horizontal: bool = False) -> None:
+    """Grouped bars: scores[category][series] holds {"value", "ci95"}; the interval is drawn as an error bar and the
+    value written at the bar's end. A missing value (no words in the view) is marked 'n/a'."""
+    import numpy as np
+
+    colours = sns.color_palette(PALETTE, max(len(series), len(categories)))
+    width = 0.8 / len(series)
+    for k, name in enumerate(series):
+        positions = np.arange(len(categories)) + (k - (len(series) - 1) / 2) * width
+        values = [scores[c][k]["value"] for c in range(len(categories))]
+        heights = [v or 0 for v in values]
+        errors = np.array([[v - (s[k]["ci95"][0] if s[k]["ci95"][0] is not None else v),
+                            (s[k]["ci95"][1] if s[k]["ci95"][1] is not None else v) - v]
+                           for v, s in zip(heights, scores)]).T
+        colour = colours[k] if name else colours[:len(categories)]
+        draw = ax.barh if horizontal else ax.bar
+        draw(positions, heights, width * 0.95, color=colour, label=name,
+             **({"xerr": errors} if horizontal else {"yerr": errors}), capsize=3, ecolor="0.25")
+        for position, value, error in zip(positions, values, errors[1]):
+            label = "n/a" if value is None else f"{value:.1f}"
+            end = (value or 0) + error  # past the interval's cap
+            if horizontal:
+                ax.annotate(label, (end, position), xytext=(4, 0), textcoords="offset points", va="center",
+                            fontsize=9)
+            else:
+                ax.annotate(label, (position, end), xytext=(0, 3), textcoords="offset points", ha="center",
+                            va="bottom", fontsize=8)
+    ticks = np.arange(len(categories))
+    (ax.set_yticks if horizontal else ax.set_xticks)(ticks, categories)
+    if not horizontal:
+        tops = [(s[k]["ci95"][1] or s[k]["value"] or 0) for s in scores for k in range(len(series))]
+        ax.set_ylim(0, max(tops + [1]) * 1.12)
+    if any(series):
+        ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.01, 1))

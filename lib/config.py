@@ -88,6 +88,26 @@ class E2EParams(TrainingParams):
 
 
 @dataclass(frozen=True)
+class EvaluationParams:
+    """Decoding of the test split (05_evaluate), the bootstrap, and the targets the report marks pass or fail."""
+
+    num_beams: int
+    batch_size: int
+    max_length: int  # generated tokens at most, prefix included
+    precision: Precision  # of inference on a GPU (the CPU decodes in fp32)
+    bootstrap_resamples: int  # for the 95 % intervals (0: no intervals)
+    target_wer: float  # percent; a model passes below it
+    target_bleu: float  # a model passes above it
+
+    def check(self) -> list[str]:
+        problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
+                    if getattr(self, name) < 1]
+        if self.bootstrap_resamples < 0:
+            problems.append("bootstrap_resamples: must be 0 or more")
+        return problems
+
+
+@dataclass(frozen=True)
 class Params:
     """One run. Sections a notebook did not ask for (see `from_notebook`) are None."""
 
@@ -99,6 +119,7 @@ class Params:
     split: SplitParams | None = None
     whisper: WhisperParams | None = None
     e2e: E2EParams | None = None
+    evaluation: EvaluationParams | None = None
 
     @property
     def manifest_path(self) -> Path:

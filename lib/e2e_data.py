@@ -82,7 +82,7 @@ def decode(model, feature_extractor, tokenizer, waves: list[np.ndarray], task: s
         chunk = waves[first:first + batch_size]
         batch = collator([{"input_values": w, "labels": [MBART_DECODER_START]} for w in chunk])
         with torch.inference_mode():
-            ids = model.generate(batch["input_values"].to(device), attention_mask=batch["attention_mask"].to(device),
+            ids = model.generate(batch["input_values"].to(device, model.dtype), attention_mask=batch["attention_mask"].to(device),
                                  max_length=max_length, num_beams=num_beams, **generation_kwargs(tokenizer, task))
         texts += tokenizer.batch_decode(ids, skip_special_tokens=True)
     return [t.strip() for t in texts]

@@ -67,21 +67,22 @@ def cache_key(split_file: Path, segments: list[manifest_io.Segment], settings: d
     return digest.hexdigest()
 
 
-def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor) -> dict[str, CachedSplit]:
-    """Cached Whisper features for train, val and test (computed only where the cache is missing or stale)."""
+def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor,
+                    splits: tuple[str, ...] = SPLITS) -> dict[str, CachedSplit]:
+    """Cached Whisper features for the splits (computed only where the cache is missing or stale)."""
     settings = whisper_settings(feature_extractor)
     return {name: _prepare_split(name, splits_dir / f"{name}.tsv", features_dir / "whisper", settings,
                                  lambda segs: _whisper_rows(segs, feature_extractor))
-            for name in SPLITS}
+            for name in splits}
 
 
 def waveform_settings(sampling_rate: int) -> dict:
     return {"kind": "waveform", "version": FEATURE_VERSION, "dtype": "float16", "sampling_rate": sampling_rate}
 
 
-def prepare_waveforms(splits_dir: Path, features_dir: Path,
-                      sampling_rate: int = audio.SAMPLE_RATE) -> dict[str, CachedSplit]:
-    """Cached 16 kHz mono waveforms (float16) for train, val and test: the wav2vec2 encoder's input."""
+def prepare_waveforms(splits_dir: Path, features_dir: Path, sampling_rate: int = audio.SAMPLE_RATE,
+                      splits: tuple[str, ...] = SPLITS) -> dict[str, CachedSplit]:
+    """Cached 16 kHz mono waveforms (float16) for the splits: the wav2vec2 encoder's input."""
     settings = waveform_settings(sampling_rate)
 
     def rows(segments):
@@ -90,7 +91,7 @@ def prepare_waveforms(splits_dir: Path, features_dir: Path,
             yield {**segment_columns(seg), "input_values": wave.astype(np.float16)}
 
     return {name: _prepare_split(name, splits_dir / f"{name}.tsv", features_dir / "waveform", settings, rows)
-            for name in SPLITS}
+            for name in splits}
 
 
 def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make_rows) -> CachedSplit:

@@ -40,7 +40,7 @@ class NotebookFailed(RuntimeError):
 @dataclass
 class StepResult:
     notebook: str
-    status: str  # ok | failed | kernel died | missing
+    status: str  # ok | failed | kernel died
     seconds: float
     report: str | None
     error: str | None = None
@@ -70,17 +70,17 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     from nbclient.exceptions import DeadKernelError
 
     params = config.load(params_path, overrides)
+    chosen = select(only, start)
+    missing = [str(notebook_dir / f"{n}.ipynb") for n in chosen if not (notebook_dir / f"{n}.ipynb").exists()]
+    if missing:
+        raise NotebookFailed(f"notebook(s) not found: {', '.join(missing)}")
     paths = params.paths
     paths.reports.mkdir(parents=True, exist_ok=True)
     steps: list[StepResult] = []
     provenance = collect_provenance(params, params_path)
 
-    for name in select(only, start):
+    for name in chosen:
         source = notebook_dir / f"{name}.ipynb"
-        if not source.exists():
-            log.warning("%s: notebook %s does not exist yet; skipped", name, source)
-            steps.append(StepResult(name, "missing", 0.0, None))
-            continue
         report = paths.reports / f"{name}.ipynb"
         log.info("%s: running (report: %s)", name, report)
         began = time.perf_counter()
@@ -110,9 +110,6 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
                                  f"Partial report: {report}", KERNEL_DIED_EXIT)
         raise NotebookFailed(f"{name}.ipynb failed at {step.error}\nPartial report: {report}")
     write_provenance(paths.provenance, provenance, steps)
-    missing = [s.notebook for s in steps if s.status == "missing"]
-    if missing:
-        log.warning("not run, notebook missing: %s", ", ".join(missing))
     return steps
 
 

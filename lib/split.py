@@ -46,13 +46,23 @@ class SplitResult:
 
     def segment_frame(self) -> pd.DataFrame:
         """One row per valid segment with its split, for plots."""
-        return pd.DataFrame([{"id": s.id, "split": self.assignment[s.group], "group": s.group,
-                              "duration": s.duration, "code_mixing_index": s.code_mixing_index,
-                              "has_english": "en" in s.lang_tags} for s in self.manifest.segments])
+        return _segment_frame((self.assignment[s.group], s) for s in self.manifest.segments)
 
     def rejected_frame(self) -> pd.DataFrame:
         return pd.DataFrame([{"line": r.line, "reason": "; ".join(r.reasons), "row": r.raw}
                              for r in self.manifest.rejected], columns=["line", "reason", "row"])
+
+
+def read_segment_frame(splits_dir: Path) -> pd.DataFrame:
+    """`SplitResult.segment_frame` rebuilt from the written split files (for later stages)."""
+    return _segment_frame((name, s) for name in SPLITS
+                          for s in manifest_io.read(splits_dir / f"{name}.tsv", check_audio=False).segments)
+
+
+def _segment_frame(pairs) -> pd.DataFrame:
+    return pd.DataFrame([{"id": s.id, "split": split, "group": s.group, "duration": s.duration,
+                          "code_mixing_index": s.code_mixing_index, "has_english": "en" in s.lang_tags}
+                         for split, s in pairs])
 
 
 def run(params: Params) -> SplitResult:

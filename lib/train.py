@@ -247,7 +247,8 @@ def summary_table(summary: dict) -> pd.DataFrame:
 def whisper_samples(params: config.Params, per_task: int = 4) -> pd.DataFrame:
     """The first val segments of each task decoded by `whisper/final`, beside their references."""
     model, processor = models.load_whisper(params.paths.whisper / "final")
-    val = features.prepare_whisper(params.paths.splits, params.paths.features, processor.feature_extractor)["val"]
+    val = features.prepare_whisper(params.paths.splits, params.paths.features, processor.feature_extractor,
+                                   splits=("val",))["val"]
     return _samples(val.load(), "input_features", per_task, lambda inputs, task: whisper_data.decode(
         model, processor, inputs, task, params.whisper.generation_max_length))
 
@@ -255,7 +256,8 @@ def whisper_samples(params: config.Params, per_task: int = 4) -> pd.DataFrame:
 def e2e_samples(params: config.Params, per_task: int = 4) -> pd.DataFrame:
     """The first val segments of each task decoded by `e2e/final`, beside their references."""
     model, feature_extractor, tokenizer = models.load_e2e_final(params.paths.e2e / "final")
-    val = features.prepare_waveforms(params.paths.splits, params.paths.features, feature_extractor.sampling_rate)["val"]
+    val = features.prepare_waveforms(params.paths.splits, params.paths.features, feature_extractor.sampling_rate,
+                                     splits=("val",))["val"]
     return _samples(val.load(), "input_values", per_task, lambda inputs, task: e2e_data.decode(
         model, feature_extractor, tokenizer, inputs, task, params.e2e.generation_max_length))
 

@@ -30,9 +30,8 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     sets = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo", *TINY_WHISPER,
             f"e2e.encoder={out}/models/wav2vec2-demo", f"e2e.decoder={out}/models/mbart-demo", *TINY_E2E]
     proc = run_cli("--params", "params/demo.yaml", *[a for s in sets for a in ("--set", s)],
-                   "--only", "01", "02", "03", "04", "05")
+                   "--set", "evaluation.bootstrap_resamples=200", "--set", "evaluation.max_length=24")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "05_evaluate" in proc.stdout and "does not exist yet" in proc.stdout  # missing notebooks are named
 
     report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
     injected = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -82,9 +81,72 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert provenance["params"]["manifest"] == str(corpus)
     assert provenance["manifest"]["sha256"] == split_report["manifest_sha256"]
     assert provenance["notebooks"][0]["notebook"] == "01_split" and provenance["notebooks"][0]["status"] == "ok"
-    assert [n["status"] for n in provenance["notebooks"]] == ["ok", "ok", "ok", "ok", "missing"]
+    assert [n["status"] for n in provenance["notebooks"]] == ["ok"] * 6
     assert provenance["libraries"]["torch"] == "2.13.0+cpu" or provenance["libraries"]["torch"].startswith("2.13.0")
     assert len(provenance["params_sha256"]) == 64 and "dirty" in (provenance["git"] or {"dirty": None})
+
+    check_evaluation(out, corpus)
+    check_charts(out)
+
+
+def check_evaluation(out, corpus):
+    """05_evaluate: both metrics files in one schema, predictions for every test segment, values in range."""
+    test_rows = [line.split("\t") for line in (out / "splits" / "test.tsv").read_text().splitlines()]
+    header, test_rows = test_rows[0], test_rows[1:]
+    with_translation = sum(1 for row in test_rows if row[header.index("translation")])
+    for model_type in ("whisper", "e2e"):
+        summary = json.loads((out / "results" / f"{model_type}_metrics.json").read_text())
+        assert summary["segments"] == len(test_rows) and summary["model_path"] == str(out / model_type / "final")
+        assert summary["decoding"]["max_length"] == 24 and summary["bootstrap"]["resamples"] == 200
+        transcribe, translate = summary["tasks"]["transcribe"], summary["tasks"]["translate"]
+        assert transcribe["samples"] == len(test_rows) and translate["samples"] == with_translation
+        assert set(transcribe["metrics"]) == {"wer", "cer", "wer_vi", "wer_en", "english_insertions",
+                                              "switch_points"}
+        wer = transcribe["metrics"]["wer"]
+        assert 0 <= wer["value"] and wer["ci95"][0] <= wer["value"] <= wer["ci95"][1]
+        assert wer["count"] == transcribe["errors"]["reference_words"] > 0
+        assert sum(b["segments"] for b in transcribe["by_cmi"]) == len(test_rows)
+        assert 0 <= translate["metrics"]["bleu"]["value"] <= 100
+        assert "tok:13a" in translate["metrics"]["bleu"]["signature"]
+        assert [(t["task"], t["metric"], t["target"]) for t in summary["targets"]] == [
+            ("transcribe", "wer", "< 15"), ("translate", "bleu", "> 25")]
+        assert transcribe["utterances_per_second"] > 0
+        predictions = (out / "results" / f"predictions_{model_type}_transcribe.tsv").read_text().splitlines()
+        columns = predictions[0].split("\t")
+        assert {"id", "reference", "hypothesis", "wer", "errors", "cmi_bin"} <= set(columns)
+        assert len(predictions) - 1 == len(test_rows)
+        assert sorted(line.split("\t")[0] for line in predictions[1:]) == sorted(row[0] for row in test_rows)
+        errors = sum(int(line.split("\t")[columns.index("errors")]) for line in predictions[1:])
+        assert errors == transcribe["errors"]["substitutions"] + transcribe["errors"]["deletions"] + \
+            transcribe["errors"]["insertions"]
+        translations = (out / "results" / f"predictions_{model_type}_translate.tsv").read_text().splitlines()
+        assert len(translations) - 1 == with_translation and "sentence_chrf" in translations[0]
+
+    # the seed's manual entry point gives the same scores from a shell
+    proc = subprocess.run([sys.executable, "-m", "lib.evaluate", "--model_dir", str(out / "whisper" / "final"),
+                           "--model_type", "whisper", "--output", str(out / "cli"), "--params", "params/demo.yaml",
+                           "--set", f"manifest={corpus}", "--set", f"output_dir={out}",
+                           "--set", "evaluation.bootstrap_resamples=200", "--set", "evaluation.max_length=24"],
+                          capture_output=True, text=True, cwd=config.PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "whisper transcribe wer:" in proc.stdout and "(target < 15: " in proc.stdout
+    from_cli = json.loads((out / "cli" / "whisper_metrics.json").read_text())
+    from_notebook = json.loads((out / "results" / "whisper_metrics.json").read_text())
+    assert from_cli["tasks"]["transcribe"]["metrics"] == from_notebook["tasks"]["transcribe"]["metrics"]
+
+    report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
+    outputs = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
+    assert "audio/wav" in outputs or "data:audio/wav" in outputs  # the worst utterances come with players
+    assert "pass" in outputs or "fail" in outputs
+
+
+def check_charts(out):
+    for chart in ("training_loss.png", "wer_comparison.png", "bleu_comparison.png", "per_language_errors.png",
+                  "wer_by_cmi.png", "split_overview.png"):
+        png = (out / "charts" / chart).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, chart
+    html = (out / "reports" / "06_charts.html").read_text(encoding="utf-8")
+    assert html.count("<img") >= 6 and "The verdict" in html
 
 
 def test_failing_notebook_stops_the_run_and_keeps_its_report(tmp_path):
@@ -113,6 +175,13 @@ def test_kernel_death_is_reported_as_such(tmp_path):
         pipeline.run("params/demo.yaml", {"output_dir": str(tmp_path / "out")}, only=["01"], notebook_dir=notebooks)
     assert err.value.exit_code == pipeline.KERNEL_DIED_EXIT
     assert "kernel died" in str(err.value) and "out of memory" in str(err.value)
+
+
+def test_missing_notebooks_are_named_before_anything_runs(tmp_path):
+    with pytest.raises(pipeline.NotebookFailed, match="02_prepare.ipynb"):
+        pipeline.run("params/demo.yaml", {"output_dir": str(tmp_path / "out")}, only=["01", "02"],
+                     notebook_dir=tmp_path)
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_params_exit_2_naming_the_key(tmp_path):

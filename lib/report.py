@@ -1,0 +1,126 @@
+"""What 05_evaluate shows a reader: score tables against the targets, the worst utterances with audio players, the
+frequent substitutions, and (in JupyterLab) a browser of the errors by speaker or by code-mixing bin."""
+from __future__ import annotations
+
+import pandas as pd
+
+from lib import audio, config, evaluate, manifest as manifest_io, metrics
+
+PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
+
+
+def score_table(results: dict[str, dict]):
+    """Headline scores per model (WER, CER, BLEU, chrF) with intervals, and the targets marked pass or fail."""
+    rows = []
+    for model_type, summary in results.items():
+        checks = {(t["task"], t["metric"]): t for t in summary["targets"]}
+        for task, scored in summary["tasks"].items():
+            for metric in ("wer", "cer", "bleu", "chrf"):
+                if metric not in scored["metrics"]:
+                    continue
+                score = scored["metrics"][metric]
+                check = checks.get((task, metric))
+                rows.append({"model": model_type, "task": task, "metric": metric.upper(), "value": score["value"],
+                             "95 % interval": _interval(score), "segments": scored["samples"],
+                             "target": check["target"] if check else "",
+                             "result": ("pass" if check["pass"] else "fail") if check else ""})
+    frame = pd.DataFrame(rows).set_index(["model", "task", "metric"])
+    return frame.style.format({"value": "{:.2f}"}, na_rep="–").map(
+        lambda v: f"background-color: {PASS_COLOUR if v == 'pass' else FAIL_COLOUR}" if v in ("pass", "fail")
+        else "", subset=["result"])
+
+
+def views_table(results: dict[str, dict]) -> pd.DataFrame:
+    """The code-switching views of the transcript, one column per model: rate [interval] (words)."""
+    table = {}
+    for model_type, summary in results.items():
+        scored = summary["tasks"]["transcribe"]["metrics"]
+        table[model_type] = {metrics.VIEW_LABELS[v]: f"{_value(scored[v])} {_interval(scored[v])} ({scored[v]['count']} "
+                             "words)" for v in metrics.VIEWS}
+    return pd.DataFrame(table).rename_axis("error rate (%) on")
+
+
+def cmi_table(results: dict[str, dict]) -> pd.DataFrame:
+    """WER per code-mixing-index bin, one column per model, with the segments in each bin."""
+    table = {}
+    for model_type, summary in results.items():
+        for row in summary["tasks"]["transcribe"]["by_cmi"]:
+            table.setdefault(row["bin"], {"segments": row["segments"]})[f"{model_type} WER (%)"] = (
+                f"{_value(row)} {_interval(row)}")
+    return pd.DataFrame(table).T.rename_axis("code-mixing index")
+
+
+def substitutions(results: dict[str, dict], model_type: str, top: int = 10):
+    """A model's most frequent substitutions, as a table captioned with the model."""
+    frame = pd.DataFrame(results[model_type]["tasks"]["transcribe"]["top_substitutions"][:top],
+                         columns=["reference", "hypothesis", "count", "reference_language"])
+    return frame.style.hide(axis="index").set_caption(model_type)
+
+
+def worst_utterances(params: config.Params, model_type: str, task: str, count: int = 3) -> None:
+    """Display the `count` worst test segments of a model and task (highest WER, or lowest sentence chrF for
+    translations) with the reference, the hypothesis and an audio player."""
+    from IPython.display import Audio, Markdown, display
+
+    predictions = evaluate.read_predictions(params.paths.results, model_type, task)
+    if task == "transcribe":
+        worst = predictions.sort_values(["wer", "errors"], ascending=False).head(count)
+    else:
+        worst = predictions.sort_values("sentence_chrf").head(count)
+    segments = {s.id: s for s in manifest_io.read(params.paths.splits / "test.tsv", check_audio=False).segments}
+    for row in worst.itertuples():
+        score = f"WER {row.wer:.0f} %" if task == "transcribe" else f"chrF {row.sentence_chrf:.1f}"
+        display(Markdown(f"**{row.id}** (speaker {row.speaker}, {row.duration:.1f} s, {score})  \n"
+                         f"reference: {row.reference}  \nhypothesis: {row.hypothesis or '(nothing)'}"))
+        segment = segments[row.id]
+        display(Audio(audio.load(segment.audio, segment.start, segment.end), rate=audio.SAMPLE_RATE))
+
+
+def errors_by(params: config.Params, model_type: str, by: str):
+    """WER of a model's transcripts per speaker (`by="speaker"`) or per code-mixing bin (`by="cmi_bin"`), worst
+    first, as a table captioned with the model."""
+    predictions = evaluate.read_predictions(params.paths.results, model_type, "transcribe")
+    grouped = predictions[predictions.scored].groupby(by).agg(segments=("id", "size"),
+                                                              words=("reference_words", "sum"),
+                                                              errors=("errors", "sum"))
+    grouped["WER (%)"] = 100 * grouped.errors / grouped.words
+    return grouped.sort_values("WER (%)", ascending=False).style.format(precision=2).set_caption(model_type)
+
+
+def error_browser(params: config.Params):
+    """A JupyterLab widget: pick a model and a speaker or code-mixing bin, see its transcripts sorted by errors."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    frames = {m: evaluate.read_predictions(params.paths.results, m, "transcribe")
+              for m in evaluate.load_results(params.paths.results)}
+    model = widgets.Dropdown(options=list(frames), description="model")
+    by = widgets.Dropdown(options=[("speaker", "speaker"), ("code-mixing bin", "cmi_bin")], description="by")
+    group = widgets.Dropdown(description="group")
+    shown = widgets.Output()
+
+    def groups(_=None):
+        group.options = sorted(frames[model.value][by.value].astype(str).unique())
+
+    def show(_=None):
+        frame = frames[model.value]
+        rows = frame[frame[by.value].astype(str) == group.value].sort_values("errors", ascending=False)
+        shown.clear_output()
+        with shown, pd.option_context("display.max_colwidth", None, "display.max_rows", 200):
+            display(rows[["id", "speaker", "wer", "errors", "reference_words", "reference", "hypothesis"]])
+
+    model.observe(groups, "value")
+    by.observe(groups, "value")
+    group.observe(show, "value")
+    groups()
+    show()
+    return widgets.VBox([widgets.HBox([model, by, group]), shown])
+
+
+def _value(score: dict) -> str:
+    return "–" if score["value"] is None else f"{score['value']:.1f}"
+
+
+def _interval(score: dict) -> str:
+    low, high = score["ci95"]
+    return "" if low is None else f"[{low:.1f}, {high:.1f}]"

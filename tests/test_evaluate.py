@@ -1,0 +1,49 @@
+"""lib.evaluate without a trained model: targets, the predictions round trip, and clear errors."""
+import pandas as pd
+import pytest
+
+from lib import config, evaluate
+
+
+def params_for(tmp_path):
+    return config.load("params/demo.yaml", {"output_dir": str(tmp_path / "out")})
+
+
+def test_targets_are_marked_pass_or_fail():
+    hp = config.load("params/demo.yaml").evaluation
+    summary = {"tasks": {"transcribe": {"metrics": {"wer": {"value": 14.9}}},
+                         "translate": {"metrics": {"bleu": {"value": 25.0}}}}}
+    assert evaluate.targets(summary, hp) == [
+        {"task": "transcribe", "metric": "wer", "target": "< 15", "value": 14.9, "pass": True},
+        {"task": "translate", "metric": "bleu", "target": "> 25", "value": 25.0, "pass": False}]
+    missing = evaluate.targets({"tasks": {}}, hp)
+    assert [t["pass"] for t in missing] == [False, False] and missing[0]["value"] is None
+
+
+def test_a_missing_model_names_the_stage_to_run(tmp_path):
+    with pytest.raises(evaluate.ModelMissing, match="run 04_train_e2e first"):
+        evaluate.evaluate(params_for(tmp_path), "e2e")
+    with pytest.raises(ValueError, match="model_type: expected one of whisper, e2e"):
+        evaluate.load("bert", tmp_path, params_for(tmp_path).paths)
+
+
+def test_predictions_round_trip_keeps_text_and_numbers(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "speaker": ["007", ""], "wer": [12.5, None], "scored": [True, False],
+                          "reference": ["Em gửi report nhé", "..."], "hypothesis": ["em gửi ripo nhé", ""]})
+    evaluate.write_predictions(tmp_path / "predictions_whisper_transcribe.tsv", frame)
+    back = evaluate.read_predictions(tmp_path, "whisper", "transcribe")
+    assert back.speaker.tolist() == ["007", ""] and back.hypothesis.tolist() == ["em gửi ripo nhé", ""]
+    assert back.wer[0] == 12.5 and pd.isna(back.wer[1]) and back.scored.tolist() == [True, False]
+
+
+def test_results_are_required_before_charts(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run 05_evaluate first"):
+        evaluate.load_results(tmp_path)
+
+
+def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):
+    code = evaluate.main(["--model_type", "whisper", "--model_dir", str(tmp_path / "none"), "--params",
+                          "params/demo.yaml", "--output", str(tmp_path / "res")])
+    assert code == 1 and "no trained whisper model" in capsys.readouterr().err
+    assert evaluate.main(["--model_type", "whisper", "--params", "params/demo.yaml", "--set",
+                          "evaluation.num_beams=0"]) == 2
