@@ -1,0 +1,87 @@
+"""What the benchmarks share: a run of the demo corpus under outputs/bench/, the reference recipe's pieces, and the
+table and JSON each benchmark ends with.
+
+The reference recipe is Hugging Face's "Fine-Tune Whisper For Multilingual ASR with 🤗 Transformers" blog (and the
+`run_speech_recognition_seq2seq.py` example for the E2E model): features computed per example inside `datasets.map`,
+a collator that pads them, and `Seq2SeqTrainer`. Audio is decoded with soundfile + soxr on both sides (the blog's
+`datasets.Audio` needs torchcodec and FFmpeg), so the rows compare the feature and training pipelines, not decoders.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lib import atomic, audio, config, manifest as manifest_io, split
+
+BENCH_DIR = config.PROJECT_ROOT / "outputs" / "bench"
+
+
+def bench_params(name: str, overrides: dict | None = None, fresh: bool = True) -> config.Params:
+    """The demo params with their outputs under outputs/bench/<name>/ (emptied first when `fresh`), split."""
+    root = BENCH_DIR / name
+    if fresh:
+        shutil.rmtree(root, ignore_errors=True)
+    params = config.load("params/demo.yaml", config.deep_merge({
+        "output_dir": str(root), "whisper": {"model": str(root / "models" / "whisper-demo")},
+        "e2e": {"encoder": str(root / "models" / "wav2vec2-demo"), "decoder": str(root / "models" / "mbart-demo")},
+    }, overrides or {}))
+    if not (params.paths.splits / "train.tsv").exists():
+        split.run(params)
+    return params
+
+
+def split_segments(params: config.Params, names: tuple[str, ...]) -> list[manifest_io.Segment]:
+    return [s for name in names for s in manifest_io.read(params.paths.splits / f"{name}.tsv").segments]
+
+
+def reference_rows(segments: list[manifest_io.Segment]) -> dict[str, list]:
+    """The columns a reference `datasets.Dataset` starts from: where each segment's audio is, and its texts."""
+    return {"audio_path": [str(s.audio) for s in segments], "start": [s.start or 0.0 for s in segments],
+            "end": [s.end if s.end is not None else -1.0 for s in segments],
+            "transcript": [s.transcript for s in segments], "translation": [s.translation for s in segments]}
+
+
+def decode_row(row: dict) -> Any:
+    """The reference's audio decoding (what `datasets.Audio` would give): 16 kHz mono float32."""
+    return audio.load(row["audio_path"], row["start"], row["end"] if row["end"] >= 0 else None)
+
+
+@dataclass
+class Row:
+    benchmark: str
+    unit: str
+    ours: float
+    reference: float
+    higher_is_better: bool = True
+
+    @property
+    def ratio(self) -> float:
+        """How many times better ours is (above 1: ours wins)."""
+        if self.higher_is_better:
+            return self.ours / self.reference
+        return self.reference / self.ours
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def report(name: str, rows: list[Row], details: dict | None = None) -> Path:
+    """Print the table and write outputs/bench/<name>.json."""
+    width = max(len(r.benchmark) for r in rows)
+    print(f"\n{'benchmark':<{width}}  {'ours':>10}  {'reference':>10}  {'ratio':>6}  unit")
+    for r in rows:
+        print(f"{r.benchmark:<{width}}  {r.ours:>10.2f}  {r.reference:>10.2f}  {r.ratio:>5.2f}x  {r.unit}")
+    payload = {"benchmark": name, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": machine(),
+               "rows": [{**r.__dict__, "ratio": round(r.ratio, 3)} for r in rows], **(details or {})}
+    return atomic.write_json(BENCH_DIR / f"{name}.json", payload)
