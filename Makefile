@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup espeak demo test lab dev prod clean
+.PHONY: setup espeak demo test bench bench-gpu lab dev prod clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,17 @@ demo: setup
 
 test: setup espeak
 	$(PY) -m pytest -q
+
+# CPU benchmarks against the reference recipe (about 4 minutes on 2 cores); tables printed, JSON in outputs/bench/.
+bench: setup
+	$(PY) -m bench.prepare
+	$(PY) -m bench.padding
+	$(PY) -m bench.generate
+	$(PY) -m bench.train
+
+# On a GPU machine: real sizes in the dev and prod precisions and batch sizes.
+bench-gpu: setup
+	$(PY) -m bench.gpu
 
 # espeak-ng speaks the demo corpus; its generator's tests are skipped where it cannot be installed.
 espeak:
@@ -37,4 +48,4 @@ prod: setup
 	$(PY) -m lib.pipeline --params params/prod.yaml
 
 clean:
-	rm -rf outputs/demo
+	rm -rf outputs/demo outputs/bench

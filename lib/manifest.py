@@ -169,6 +169,7 @@ class _Reader:
         self.path = path
         self.check_audio = check_audio
         self.audio_info: dict[Path, audio.AudioInfo | str] = {}
+        self.resolved: dict[str, Path] = {}
         self.first_line_of_id: dict[str, int] = {}
         self.renormalized = 0
         self.derived_tags = 0
@@ -299,8 +300,7 @@ class _Reader:
         if not audio_cell:
             problems.append(problem("audio_path", "empty audio path"))
         else:
-            resolved = Path(audio_cell) if Path(audio_cell).is_absolute() else self.path.parent / audio_cell
-            resolved = resolved.resolve()
+            resolved = self.resolve(audio_cell)
             info = self.probe(resolved)
             if isinstance(info, str):
                 problems.append(problem("audio_path", info))
@@ -322,6 +322,13 @@ class _Reader:
         if problems:
             return problems, None
         return [], Segment(number, cells, resolved, start, end, lang_tags)
+
+    def resolve(self, audio_cell: str) -> Path:
+        """The absolute audio path of a cell (memoized: a recording's segments share one file)."""
+        if audio_cell not in self.resolved:
+            path = Path(audio_cell)
+            self.resolved[audio_cell] = (path if path.is_absolute() else self.path.parent / path).resolve()
+        return self.resolved[audio_cell]
 
     def probe(self, path: Path) -> audio.AudioInfo | str | None:
         """The file's header, an error message, or None when audio checks are off."""

@@ -1,0 +1,28 @@
+"""The benchmarks' own logic: padding efficiency by hand, and the GPU benchmark at tiny sizes on the CPU."""
+import json
+
+import pytest
+
+from bench import gpu, padding
+
+
+def test_padding_efficiency_counts_real_over_padded_samples():
+    lengths = [10, 10, 2, 2]
+    assert padding.efficiency(lengths, [0, 1, 2, 3], batch_size=2) == 1.0  # like with like
+    assert padding.efficiency(lengths, [0, 2, 1, 3], batch_size=2) == pytest.approx(24 / 40)
+    assert padding.efficiency([5, 3, 4], [0, 1, 2], batch_size=2) == pytest.approx(12 / 14)  # short last batch
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_every_case_at_tiny_size():
+    results = gpu.main(["--tiny", "--steps", "1", "--warmup", "1"])
+    assert [r["name"] for r in results] == [c.name for c in gpu.CASES]
+    for result in results:
+        assert result["samples_per_second"] > 0 and result["model_gflops_per_sample"] > 0
+        assert 0 < result["parameters"]["trainable"] <= result["parameters"]["total"]
+        assert result["mfu"] is None and result["peak_allocated_gib"] is None  # no GPU: nothing to claim
+    lna, full = (next(r for r in results if r["name"] == name) for name in ("dev e2e (lna)",
+                                                                            "dev e2e (full fine-tuning)"))
+    assert lna["parameters"]["trainable"] < full["parameters"]["trainable"]
+    written = json.loads((gpu.common.BENCH_DIR / "gpu-tiny.json").read_text())
+    assert written["cases"] == results
