@@ -78,7 +78,8 @@ def reference_trainer(params, hp, model, dataset, collator, name: str):
     return Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
 
 
-def whisper_reference(params) -> float:
+def whisper_reference(params) -> tuple[float, int]:
+    """The reference's samples/s and its number of examples."""
     model, processor = models.load_whisper(params.whisper.model)
     tokenizer, extractor = processor.tokenizer, processor.feature_extractor
 
@@ -94,7 +95,7 @@ def whisper_reference(params) -> float:
     return trainer.train().metrics["train_samples_per_second"], len(dataset)
 
 
-def e2e_reference(params) -> float:
+def e2e_reference(params) -> tuple[float, int]:
     hp = params.e2e
     model, extractor, tokenizer = models.load_e2e(hp.encoder, hp.decoder)
     model.freeze_feature_encoder()  # the example script's --freeze_feature_encoder (on by default)

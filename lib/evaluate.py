@@ -41,7 +41,7 @@ log = logging.getLogger("lib.evaluate")
 
 
 class ModelMissing(FileNotFoundError):
-    pass
+    """No trained model in the folder to evaluate."""
 
 
 @dataclass
@@ -172,18 +172,6 @@ def load_results(results_dir: Path) -> dict[str, dict]:
     if not results:
         raise FileNotFoundError(f"{results_dir}: no *_metrics.json yet; run 05_evaluate first")
     return results
-
-
-def metric_table(results: dict[str, dict]) -> pd.DataFrame:
-    """One row per model, task and metric: value, 95 % interval and the count it is over."""
-    rows = []
-    for model_type, summary in results.items():
-        for task, scored in summary["tasks"].items():
-            for metric, score in scored["metrics"].items():
-                low, high = score["ci95"]
-                rows.append({"model": model_type, "task": task, "metric": metric, "value": score["value"],
-                             "ci95_low": low, "ci95_high": high, "count": score["count"]})
-    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

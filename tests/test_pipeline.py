@@ -1,6 +1,5 @@
 """The runner executes the real notebooks with papermill."""
 import json
-import shutil
 import subprocess
 import sys
 
