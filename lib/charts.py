@@ -120,9 +120,8 @@ def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
 def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
     """WER per code-mixing-index bin for each model; each bin's label gives its segment count."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    bins = [[row for row in s["tasks"]["transcribe"]["by_cmi"]] for s in results.values()]
-    first = bins[0]
-    labels = [f"{row['bin']}\n{row['segments']} segments" for row in first]
+    bins = [s["tasks"]["transcribe"]["by_cmi"] for s in results.values()]
+    labels = [f"{row['bin']}\n{row['segments']} segments" for row in bins[0]]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     _bars_with_intervals(ax, labels, list(zip(*bins)), [MODEL_LABELS.get(m, m) for m in results])
     ax.set(title="WER by code-mixing index of the reference (test split)",
