@@ -10,7 +10,7 @@ precision, fp16 with a gradient scaler, on synthetic batches of the profile's si
   dense rate for the precision;
 - peak memory allocated (and reserved) by PyTorch, against 4 GiB for the dev cases.
 
-    python -m bench.gpu                # the dev and prod cases, on the GPU (about 5 minutes on an H100)
+    python -m bench.gpu                # the dev and prod cases, on the GPU (meant to finish within 10 minutes)
     python -m bench.gpu --tiny         # tiny sizes on the CPU: checks the script itself (the tests run this)
 """
 from __future__ import annotations
