@@ -12,7 +12,7 @@ import dataclasses
 import time
 
 from bench import common
-from lib import evaluate, models
+from lib import config, evaluate, models
 
 TOKENS = 32
 BATCH = 32
@@ -20,11 +20,9 @@ BATCH = 32
 
 def main() -> None:
     params = common.bench_params("generate", {"evaluation": {"max_length": TOKENS, "batch_size": BATCH}})
-    model_dirs = {"whisper": params.paths.root / "whisper" / "final", "e2e": params.paths.root / "e2e" / "final"}
-    whisper_model, processor = models.whisper_for_run(params)
-    whisper_model.save_pretrained(model_dirs["whisper"])
-    processor.save_pretrained(model_dirs["whisper"])
-    e2e_model, extractor, tokenizer = models.e2e_for_run(params)
+    models.whisper_for_run(params)  # builds the tiny Whisper, saved with its processor: a model folder as it is
+    model_dirs = {"whisper": config.resolve(params.whisper.model), "e2e": params.paths.root / "e2e" / "final"}
+    e2e_model, extractor, tokenizer = models.e2e_for_run(params)  # two folders: saved as one model, as 04 saves it
     for artifact in (e2e_model, extractor, tokenizer):
         artifact.save_pretrained(model_dirs["e2e"])
 
