@@ -159,6 +159,9 @@ def e2e_for_run(params: config.Params):
     encoder, decoder = config.resolve(hp.encoder), config.resolve(hp.decoder)
     if hp.build_tiny and not ((encoder / "config.json").exists() and (decoder / "config.json").exists()):
         build_tiny_e2e(encoder, decoder, _training_texts(params), seed=params.seed)
+    import torch
+
+    torch.manual_seed(params.seed)  # the adapter's random start, whether or not the models were just built
     return load_e2e(encoder if encoder.exists() else hp.encoder, decoder if decoder.exists() else hp.decoder)
 
 
