@@ -8,36 +8,36 @@ same decoding work and the ratio is the gain of batching alone.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 
 from bench import common
-from lib import config, evaluate, models
+from lib import config, evaluate, families, tasks
 
 TOKENS = 32
 BATCH = 32
 
 
 def main() -> None:
-    params = common.bench_params("generate", {"evaluation": {"max_length": TOKENS, "batch_size": BATCH}})
-    models.whisper_for_run(params)  # builds the tiny Whisper, saved with its processor: a model folder as it is
-    model_dirs = {"whisper": config.resolve(params.whisper.model), "e2e": params.paths.root / "e2e" / "final"}
-    e2e_model, extractor, tokenizer = models.e2e_for_run(params)  # two folders: saved as one model, as 04 saves it
-    for artifact in (e2e_model, extractor, tokenizer):
-        artifact.save_pretrained(model_dirs["e2e"])
+    params = common.bench_params("generate")
+    families.get("whisper").for_run(params)  # builds the tiny Whisper, saved with its processor: a model folder
+    model_dirs = {"whisper": config.resolve(params.whisper.model), "e2e": params.paths.model("e2e") / "final"}
+    e2e = families.get("e2e").for_run(params)  # two folders: saved as one model, as 04 saves it
+    e2e.model.save_pretrained(model_dirs["e2e"])
+    e2e.save_processing(model_dirs["e2e"])
 
     rows, details = [], {}
     for model_type, model_dir in model_dirs.items():
-        loaded = evaluate.load(model_type, model_dir, params.paths)
-        loaded.model.generation_config.min_length = TOKENS
-        inputs = loaded.test.with_format("numpy", columns=[loaded.column])
-        waves = [inputs[i][loaded.column] for i in range(len(loaded.test))]
-        durations = loaded.test["duration"]
+        family = families.get(model_type)
+        bundle = evaluate.load(family, model_dir)
+        bundle.model.generation_config.min_length = TOKENS
+        test = family.prepare_features(params.paths, bundle, splits=("test",))["test"].load()
+        inputs = test.with_format("numpy", columns=[family.input_column])
+        waves = [inputs[i][family.input_column] for i in range(len(test))]
         speeds = {}
         for batch_size in (BATCH, 1):
-            hp = dataclasses.replace(params.evaluation, batch_size=batch_size)
+            options = tasks.DecodingOptions("transcribe", params.evaluation.num_beams, TOKENS, batch_size)
             began = time.perf_counter()
-            texts = evaluate.decode_longest_first(loaded, waves, durations, "transcribe", hp)
+            texts = evaluate.decode_longest_first(family, bundle, waves, test["duration"], options)
             speeds[batch_size] = len(texts) / (time.perf_counter() - began)
         details[model_type] = speeds
         rows.append(common.Row(f"{model_type} decoding ({len(waves)} test segments, {TOKENS} tokens each, "

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from bench import common
-from lib import models
+from lib import families, precision
+from lib.families import e2e
 
 DEV_BUDGET_GIB = 4.0
 # Peak dense tensor rates in TFLOP/s (fp16 = bf16) from the vendors' data sheets.
@@ -89,7 +90,7 @@ def e2e_model(name: str, tiny: bool):
     encoder.add_adapter = True
     encoder.layerdrop = 0.0
     config = SpeechEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id, config.pad_token_id = models.MBART_DECODER_START, 1
+    config.decoder_start_token_id, config.pad_token_id = e2e.MBART_DECODER_START, 1
     return SpeechEncoderDecoderModel(config=config, encoder=Wav2Vec2Model(encoder), decoder=MBartForCausalLM(decoder))
 
 
@@ -107,7 +108,7 @@ def build(case: Case, tiny: bool):
                     "labels": torch.randint(0, config.vocab_size, (n, case.label_tokens))}
     else:
         model = e2e_model(case.model, tiny)
-        models.freeze_for_training(model, lna=case.lna)
+        e2e.freeze_for_training(model, lna=case.lna)
         samples = int(case.audio_seconds * 16_000)
         vocab = model.config.decoder.vocab_size
 
@@ -134,7 +135,7 @@ def run_case(case: Case, tiny: bool, steps: int, warmup: int) -> dict:
     if tiny:  # short inputs: the tiny wav2vec2 keeps many frames, and attention over them is quadratic
         case = dataclasses.replace(case, audio_seconds=1.0, label_tokens=8)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[case.precision] if device.type == "cuda" else torch.float32
+    dtype = precision.dtype(case.precision, device)
     torch.manual_seed(0)
     model, batch = build(case, tiny)
     model.to(device).train()
@@ -162,7 +163,7 @@ def run_case(case: Case, tiny: bool, steps: int, warmup: int) -> dict:
     samples_per_second = steps * case.batch_size / seconds
     peak = _peak_tflops(device, dtype)
     result = {**case.__dict__, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-              "parameters": models.count_parameters(model), "samples_per_second": round(samples_per_second, 2),
+              "parameters": families.count_parameters(model), "samples_per_second": round(samples_per_second, 2),
               "model_gflops_per_sample": round(flops / 1e9, 3),
               "achieved_tflops": round(flops * samples_per_second / 1e12, 2),
               "mfu": round(flops * samples_per_second / (peak * 1e12), 4) if peak else None,

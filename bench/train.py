@@ -3,7 +3,7 @@
 Both sides train the demo's tiny models from the same saved weights for one epoch of the demo's training split (two
 examples per segment: transcript and translation), with the same batch size, learning rate, schedule, precision and
 seed, and no evaluation during the epoch. `train_samples_per_second` is the Trainer's own figure on both sides.
-- ours: `lib.train.train_whisper` / `train_e2e` as 03 and 04 run them (cached features, our collators, E2E batches
+- ours: `lib.train.train` as 03 and 04 run it (cached features, our collators, E2E batches
   grouped by length);
 - reference: `Seq2SeqTrainer` with the blog's collator over features computed per example in `datasets.map`
   (Whisper: log-mels padded to the window by the extractor; E2E: normalized waveforms, as in
@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from bench import common
-from lib import models, train
-from lib.whisper_data import SOURCE_LANGUAGE
+from lib import families, precision, train
+from lib.families import e2e, whisper
 
 OVERRIDES = {section: {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 4, "resume": False}
              for section in ("whisper", "e2e")}
@@ -65,7 +67,6 @@ def reference_dataset(params, prepare_example):
 
 
 def reference_trainer(params, hp, model, dataset, collator, name: str):
-    import torch
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(
@@ -74,49 +75,51 @@ def reference_trainer(params, hp, model, dataset, collator, name: str):
         lr_scheduler_type="linear", num_train_epochs=1, eval_strategy="no", save_strategy="no",
         logging_steps=hp.logging_steps, report_to="none", seed=params.seed, disable_tqdm=True,
         dataloader_num_workers=hp.dataloader_workers, use_cpu=not torch.cuda.is_available(),
-        **train.precision_flags(hp.precision))
+        **precision.trainer_flags(hp.precision))
     return Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
 
 
 def whisper_reference(params) -> tuple[float, int]:
     """The reference's samples/s and its number of examples."""
-    model, processor = models.load_whisper(params.whisper.model)
-    tokenizer, extractor = processor.tokenizer, processor.feature_extractor
+    bundle = families.get("whisper").load(params.whisper)
+    model, tokenizer, extractor = bundle.model, bundle.tokenizer, bundle.feature_extractor
 
     def prepare_dataset(row):
-        tokenizer.set_prefix_tokens(language=SOURCE_LANGUAGE, task=row["task"], predict_timestamps=False)
+        tokenizer.set_prefix_tokens(language=whisper.SOURCE_LANGUAGE, task=row["task"], predict_timestamps=False)
         text = row["transcript"] if row["task"] == "transcribe" else row["translation"]
         return {"input_features": extractor(common.decode_row(row), sampling_rate=16_000).input_features[0],
                 "labels": tokenizer(text).input_ids}
 
     dataset = reference_dataset(params, prepare_dataset)
-    collator = DataCollatorSpeechSeq2SeqWithPadding(processor, model.config.decoder_start_token_id)
+    collator = DataCollatorSpeechSeq2SeqWithPadding(bundle.processor, model.config.decoder_start_token_id)
     trainer = reference_trainer(params, params.whisper, model, dataset, collator, "whisper")
     return trainer.train().metrics["train_samples_per_second"], len(dataset)
 
 
 def e2e_reference(params) -> tuple[float, int]:
     hp = params.e2e
-    model, extractor, tokenizer = models.load_e2e(hp.encoder, hp.decoder)
+    torch.manual_seed(params.seed)  # the adapter's random start, as ours gets it
+    bundle = families.get("e2e").load(hp)
+    model, extractor, tokenizer = bundle.model, bundle.feature_extractor, bundle.tokenizer
     model.freeze_feature_encoder()  # the example script's --freeze_feature_encoder (on by default)
 
     def prepare_dataset(row):
-        tokenizer.tgt_lang = models.E2E_LANGUAGES[row["task"]]
+        tokenizer.tgt_lang = e2e.LANGUAGE_CODES[row["task"]]
         text = row["transcript"] if row["task"] == "transcribe" else row["translation"]
         return {"input_values": extractor(common.decode_row(row), sampling_rate=16_000).input_values[0],
                 "labels": tokenizer(text_target=text).input_ids}
 
     dataset = reference_dataset(params, prepare_dataset)
-    collator = DataCollatorSpeechSeq2SeqWithPadding(Processor(extractor, tokenizer), models.MBART_DECODER_START)
+    collator = DataCollatorSpeechSeq2SeqWithPadding(Processor(extractor, tokenizer), e2e.MBART_DECODER_START)
     trainer = reference_trainer(params, hp, model, dataset, collator, "e2e")
     return trainer.train().metrics["train_samples_per_second"], len(dataset)
 
 
 def main() -> None:
     params = common.bench_params("train", OVERRIDES)
-    whisper_ours = train.train_whisper(params)
+    whisper_ours = train.train(params, "whisper")
     whisper_ref, whisper_examples = whisper_reference(params)
-    e2e_ours = train.train_e2e(params)
+    e2e_ours = train.train(params, "e2e")
     e2e_ref, e2e_examples = e2e_reference(params)
     assert whisper_ours["examples"]["train"] == whisper_examples and e2e_ours["examples"]["train"] == e2e_examples
     common.report("train", [

@@ -34,6 +34,12 @@ def write_json(path: str | Path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_frame(path: str | Path, frame) -> Path:
+    """A pandas DataFrame as TSV (`write_tsv`), missing values as empty cells."""
+    cells = frame.astype(object).where(frame.notna(), "").astype(str)
+    return write_tsv(path, list(frame.columns), cells.values.tolist())
+
+
 def write_tsv(path: str | Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
     """Tab-separated, no quoting: cells must not hold tabs or newlines (the manifest contract)."""
     lines = ["\t".join(header)]

@@ -8,10 +8,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lib import atomic, metrics
+from lib import atomic, families, metrics
+from lib.config import SPLITS
 
 PALETTE = "colorblind"
-SPLIT_ORDER = ("train", "val", "test")
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
@@ -25,7 +25,7 @@ def split_durations(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Histogram of segment durations per split, from a frame with `split` and `duration` columns."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.histplot(segments, x="duration", hue="split", hue_order=SPLIT_ORDER, element="step", stat="percent",
+    sns.histplot(segments, x="duration", hue="split", hue_order=SPLITS, element="step", stat="percent",
                  common_norm=False, bins=30, ax=ax)
     ax.set(title="Segment durations per split", xlabel="segment duration (s)", ylabel="segments in the split (%)")
     save(fig, out)
@@ -36,7 +36,7 @@ def split_code_mixing(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Code-mixing index per segment, per split (0: one language; 50: both equally)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.histplot(segments, x="code_mixing_index", hue="split", hue_order=SPLIT_ORDER, element="step",
+    sns.histplot(segments, x="code_mixing_index", hue="split", hue_order=SPLITS, element="step",
                  stat="percent", common_norm=False, binwidth=5, binrange=(0, 50), ax=ax)
     ax.set(title="Code-mixing index per split", xlabel="code-mixing index (0 = monolingual, 50 = evenly mixed)",
            ylabel="segments in the split (%)")
@@ -44,15 +44,16 @@ def split_code_mixing(segments: pd.DataFrame, out: Path) -> plt.Figure:
     return fig
 
 
-def label_lengths(examples: pd.DataFrame, out: Path) -> plt.Figure:
-    """Label tokens and audio duration per example, by task (from `whisper_data.label_table`)."""
+def label_lengths(examples: pd.DataFrame, out: Path, title: str) -> plt.Figure:
+    """Label tokens and audio duration per example, by task (from `prepare.Prepared.examples`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig.suptitle(title)
     sns.histplot(examples, x="label_tokens", hue="task", element="step", bins=30, ax=axes[0])
     axes[0].set(title="Label length per task", xlabel="label tokens (prefix and end token included)",
                 ylabel="examples")
     sns.histplot(examples[examples.task == "transcribe"], x="duration", hue="split",  # one per kept segment
-                 hue_order=SPLIT_ORDER, element="step", bins=30, ax=axes[1])
+                 hue_order=SPLITS, element="step", bins=30, ax=axes[1])
     axes[1].set(title="Audio duration per split", xlabel="segment duration (s)", ylabel="segments")
     save(fig, out)
     return fig
@@ -70,16 +71,13 @@ def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
 
 # --- 06_charts: the run at a glance --------------------------------------------------------------------------------
 
-MODEL_LABELS = {"whisper": "Whisper", "e2e": "wav2vec2 + mBART-50"}
-
-
 def training_loss(histories: dict[str, list[dict]], out: Path) -> plt.Figure:
     """Training and val loss of each model side by side (from results/<model>_history.json)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4), squeeze=False)
     for ax, (model_type, history) in zip(axes[0], histories.items()):
         sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
-        ax.set(title=MODEL_LABELS.get(model_type, model_type), xlabel="optimizer step",
+        ax.set(title=families.get(model_type).label, xlabel="optimizer step",
                ylabel="cross-entropy loss (nats per token)")
     fig.suptitle("Training loss, and val loss per task at each checkpoint")
     save(fig, out)
@@ -90,7 +88,7 @@ def score_comparison(results: dict[str, dict], task: str, metric: str, target: f
     """One bar per model with its 95 % interval and the target as a dashed line."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     names = {"wer": "WER (%), lower is better", "bleu": "BLEU, higher is better"}
-    rows = [{"model": MODEL_LABELS.get(m, m), **s["tasks"][task]["metrics"][metric]} for m, s in results.items()]
+    rows = [{"model": families.get(m).label, **s["tasks"][task]["metrics"][metric]} for m, s in results.items()]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.9 * len(rows)))
     _bars_with_intervals(ax, [r["model"] for r in rows], [[r] for r in rows], [None], horizontal=True)
     sense = "below" if metric == "wer" else "above"
@@ -110,7 +108,7 @@ def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     groups = [[s["tasks"]["transcribe"]["metrics"][v] for v in metrics.VIEWS] for s in results.values()]
     _bars_with_intervals(ax, [metrics.VIEW_LABELS[v] for v in metrics.VIEWS], list(zip(*groups)),
-                         [MODEL_LABELS.get(m, m) for m in results])
+                         [families.get(m).label for m in results])
     ax.set(title="Transcript errors by language, on one alignment of each whole utterance",
            xlabel="reference words scored", ylabel="error rate (%) with 95 % interval")
     save(fig, out)
@@ -123,7 +121,7 @@ def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
     bins = [s["tasks"]["transcribe"]["by_cmi"] for s in results.values()]
     labels = [f"{row['bin']}\n{row['segments']} segments" for row in bins[0]]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    _bars_with_intervals(ax, labels, list(zip(*bins)), [MODEL_LABELS.get(m, m) for m in results])
+    _bars_with_intervals(ax, labels, list(zip(*bins)), [families.get(m).label for m in results])
     ax.set(title="WER by code-mixing index of the reference (test split)",
            xlabel="code-mixing index (0 = one language, 50 = evenly mixed)", ylabel="WER (%) with 95 % interval")
     save(fig, out)
@@ -134,15 +132,15 @@ def split_overview(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Hours per split, and minutes per speaker coloured by split (from `split.read_segment_frame`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 3]})
-    hours = segments.groupby("split").duration.sum().reindex(SPLIT_ORDER).fillna(0) / 3600
-    sns.barplot(x=hours.index, y=hours.values, hue=hours.index, hue_order=SPLIT_ORDER, ax=axes[0], legend=False)
+    hours = segments.groupby("split").duration.sum().reindex(SPLITS).fillna(0) / 3600
+    sns.barplot(x=hours.index, y=hours.values, hue=hours.index, hue_order=SPLITS, ax=axes[0], legend=False)
     for i, value in enumerate(hours.values):
         axes[0].text(i, value, f"{value:.2f} h\n{value / hours.sum():.0%}", ha="center", va="bottom", fontsize=9)
     axes[0].set(title="Audio per split", xlabel="split", ylabel="audio (hours)", ylim=(0, hours.max() * 1.25))
     per_group = (segments.groupby(["group", "split"]).duration.sum() / 60).reset_index()
-    per_group = per_group.sort_values(["split", "duration"], key=lambda c: c.map(SPLIT_ORDER.index)
+    per_group = per_group.sort_values(["split", "duration"], key=lambda c: c.map(SPLITS.index)
                                       if c.name == "split" else -c)
-    sns.barplot(per_group, x="group", y="duration", hue="split", hue_order=SPLIT_ORDER, dodge=False, ax=axes[1])
+    sns.barplot(per_group, x="group", y="duration", hue="split", hue_order=SPLITS, dodge=False, ax=axes[1])
     axes[1].set(title="Audio per speaker (each speaker in one split only)", xlabel="speaker",
                 ylabel="audio (minutes)")
     axes[1].tick_params(axis="x", rotation=90, labelsize=7)

@@ -4,6 +4,9 @@ A params file is a complete description of a run. Every key is required, unknown
 names the key (``whisper.learning_rate: expected a number, got 'fast'``). YAML 1.1 reads ``1e-4`` as a string; a float
 field takes it as a float all the same.
 
+Each model family (lib.families) brings its own section, validated by the dataclass the family declares on top of
+`TrainingParams`; `params.whisper` reads the section of the family named `whisper`.
+
 Relative paths in a params file are relative to the project root (the folder holding ``params/``), whatever the
 current directory, so a notebook opened in JupyterLab and the headless runner read the same files.
 """
@@ -16,13 +19,14 @@ import json
 import re
 import types
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SPLITS = ("train", "val", "test")
 
 Precision = Literal["fp32", "fp16", "bf16"]
 
@@ -47,7 +51,8 @@ class SplitParams:
 
 @dataclass(frozen=True)
 class TrainingParams:
-    """What Whisper and the E2E model share: batches, schedule, precision, checkpoints, decoding during training."""
+    """What every model family's section holds: batches, schedule, precision, checkpoints, decoding during training.
+    A family's params dataclass adds the models it loads (see lib.families)."""
 
     build_tiny: bool  # build tiny random-weight models at the named folders if they do not exist (demo, tests)
     batch_size: int
@@ -61,30 +66,18 @@ class TrainingParams:
     checkpoint_steps: int  # evaluate on val and save a checkpoint every this many optimizer steps
     logging_steps: int
     eval_segments: int  # val segments scored during training per task (0: all)
-    generation_max_length: int
+    max_length: int  # generated tokens at most when val is decoded, prefix included
     dataloader_workers: int
     resume: bool  # continue from the last complete checkpoint in the output folder
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
-                    "checkpoint_steps", "logging_steps", "generation_max_length") if getattr(self, name) < 1]
+                    "checkpoint_steps", "logging_steps", "max_length") if getattr(self, name) < 1]
         if not 0 <= self.warmup_ratio < 1:
             problems.append("warmup_ratio: must be in [0, 1)")
         if self.epochs <= 0 or self.learning_rate <= 0:
             problems.append("epochs and learning_rate: must be above 0")
         return problems
-
-
-@dataclass(frozen=True)
-class WhisperParams(TrainingParams):
-    model: str  # hub id or local folder
-
-
-@dataclass(frozen=True)
-class E2EParams(TrainingParams):
-    encoder: str  # wav2vec2: hub id or local folder
-    decoder: str  # mBART-50: hub id or local folder
-    lna: bool  # train only LayerNorms, attention and the adapter (fits the 4 GB dev GPU)
 
 
 @dataclass(frozen=True)
@@ -109,7 +102,8 @@ class EvaluationParams:
 
 @dataclass(frozen=True)
 class Params:
-    """One run. Sections a notebook did not ask for (see `from_notebook`) are None."""
+    """One run. Sections a notebook did not ask for (see `from_notebook`) are None; `models` holds the sections of
+    the model families by family name, also readable as attributes (`params.whisper`)."""
 
     profile: str
     manifest: str
@@ -117,9 +111,19 @@ class Params:
     seed: int
     on_error: Literal["fail", "skip"]
     split: SplitParams | None = None
-    whisper: WhisperParams | None = None
-    e2e: E2EParams | None = None
     evaluation: EvaluationParams | None = None
+    models: Mapping[str, TrainingParams] = field(default_factory=dict)
+
+    def __getattr__(self, name: str):
+        if name in _family_sections():
+            return self.__dict__["models"].get(name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    def section(self, family: str) -> TrainingParams:
+        """The params section of a model family; ParamsError naming the key when it was not given."""
+        if self.models.get(family) is None:
+            raise ParamsError("params", [f"{family}: missing value"])
+        return self.models[family]
 
     @property
     def manifest_path(self) -> Path:
@@ -130,15 +134,27 @@ class Params:
         return RunPaths(resolve(self.output_dir))
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """The params as a params file holds them: family sections at the top level."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
+        flat.update(self.models)
+        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()
+                if v is not None}
 
 
 RUN_KEYS = ("profile", "manifest", "output_dir", "seed", "on_error")
 
 
+def _family_sections() -> dict[str, type]:
+    """Family name -> its params dataclass. Imported here, not at the top: each family's dataclass builds on this
+    module's TrainingParams."""
+    from lib import families
+
+    return {name: family.params_class for name, family in families.FAMILIES.items()}
+
+
 @dataclass(frozen=True)
 class RunPaths:
-    """Where each stage writes, under `outputs/<profile>/` (see DESIGN.md, Outputs)."""
+    """Where each stage writes, under `outputs/<profile>/` (the README's Outputs section)."""
 
     root: Path
 
@@ -150,13 +166,9 @@ class RunPaths:
     def features(self) -> Path:
         return self.root / "features"
 
-    @property
-    def whisper(self) -> Path:
-        return self.root / "whisper"
-
-    @property
-    def e2e(self) -> Path:
-        return self.root / "e2e"
+    def model(self, family: str) -> Path:
+        """A model family's checkpoints and `final/`."""
+        return self.root / family
 
     @property
     def results(self) -> Path:
@@ -233,14 +245,26 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """The `--set KEY=VALUE` options of a command line, merged into one override."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        merged = deep_merge(merged, parse_override(item))
+    return merged
+
+
 def validate(raw: Mapping[str, Any], source: str = "params", keys: tuple[str, ...] | None = None) -> Params:
     """Build `Params` from plain data; `keys` limits which top-level keys are required (all by default)."""
-    required = keys if keys is not None else tuple(f.name for f in fields(Params))
+    hints = typing.get_type_hints(Params)
+    schema = {f.name: hints[f.name] for f in fields(Params) if f.name != "models"} | _family_sections()
     problems: list[str] = []
-    value = _build(Params, raw, "", problems, required=required)
+    if not isinstance(raw, Mapping):
+        raise ParamsError(source, [f"top level: expected a mapping, got {_show(raw)}"])
+    values = _build_fields(schema, raw, "", problems, keys if keys is not None else tuple(schema))
     if problems:
         raise ParamsError(source, problems)
-    return value
+    models = {name: values.pop(name) for name in _family_sections() if name in values}
+    return Params(**values, models=models)
 
 
 def from_notebook(namespace: Mapping[str, Any], *sections: str) -> Params:
@@ -259,35 +283,42 @@ def digest(params: Params) -> str:
 _FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-def _build(cls, raw: Any, prefix: str, problems: list[str], required: tuple[str, ...] | None = None):
+def _build(cls, raw: Any, prefix: str, problems: list[str]):
+    """A params dataclass from a mapping, its own cross-field `check` included; None (and problems) if invalid."""
     if not isinstance(raw, Mapping):
-        problems.append(f"{prefix.rstrip('.') or 'top level'}: expected a mapping, got {_show(raw)}")
+        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {_show(raw)}")
         return None
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    wanted = required if required is not None else tuple(names)
+    problems_before = len(problems)
+    values = _build_fields({f.name: hints[f.name] for f in fields(cls)}, raw, prefix, problems)
+    if len(problems) > problems_before:
+        return None
+    obj = cls(**values)
+    if hasattr(obj, "check"):  # cross-field checks need valid fields
+        problems.extend(f"{prefix}{p}" for p in obj.check())
+    return obj
+
+
+def _build_fields(schema: dict[str, Any], raw: Mapping[str, Any], prefix: str, problems: list[str],
+                  required: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Each key of `schema` (name -> type) read from `raw`; unknown, unexpected and missing keys are problems."""
+    wanted = required if required is not None else tuple(schema)
     for key in raw:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(f"{prefix}{key}: unknown key{hint}")
         elif key not in wanted:
             problems.append(f"{prefix}{key}: not expected here")
     values = {}
-    problems_before = len(problems)
-    for name in names:
+    for name in schema:
         if name not in wanted:
             continue
         if name not in raw or raw[name] is None:
             problems.append(f"{prefix}{name}: missing value")
             continue
-        values[name] = _coerce(raw[name], hints[name], f"{prefix}{name}", problems)
-    if len(values) < len(wanted):
-        return None
-    obj = cls(**values)
-    if hasattr(obj, "check") and len(problems) == problems_before:  # cross-field checks need valid fields
-        problems.extend(f"{prefix}{p}" for p in obj.check())
-    return obj
+        values[name] = _coerce(raw[name], schema[name], f"{prefix}{name}", problems)
+    return values
 
 
 def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
@@ -342,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a key")
     args = parser.parse_args(argv)
     try:
-        overrides: dict[str, Any] = {}
-        for item in args.set:
-            overrides = deep_merge(overrides, parse_override(item))
-        params = load(args.path, overrides)
+        params = load(args.path, parse_overrides(args.set))
     except ParamsError as err:
         print(err)
         return 2

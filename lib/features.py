@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import audio, manifest as manifest_io
+from lib import audio, config, manifest as manifest_io
 
 FEATURE_VERSION = 1  # bump when the way features are computed changes
-SPLITS = ("train", "val", "test")
 ROW_COLUMNS = ("id", "speaker", "transcript", "translation", "lang_tags", "duration")
 
 
@@ -68,7 +67,7 @@ def cache_key(split_file: Path, segments: list[manifest_io.Segment], settings: d
 
 
 def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor,
-                    splits: tuple[str, ...] = SPLITS) -> dict[str, CachedSplit]:
+                    splits: tuple[str, ...] = config.SPLITS) -> dict[str, CachedSplit]:
     """Cached Whisper features for the splits (computed only where the cache is missing or stale)."""
     settings = whisper_settings(feature_extractor)
     return {name: _prepare_split(name, splits_dir / f"{name}.tsv", features_dir / "whisper", settings,
@@ -81,7 +80,7 @@ def waveform_settings(sampling_rate: int) -> dict:
 
 
 def prepare_waveforms(splits_dir: Path, features_dir: Path, sampling_rate: int = audio.SAMPLE_RATE,
-                      splits: tuple[str, ...] = SPLITS) -> dict[str, CachedSplit]:
+                      splits: tuple[str, ...] = config.SPLITS) -> dict[str, CachedSplit]:
     """Cached 16 kHz mono waveforms (float16) for the splits: the wav2vec2 encoder's input."""
     settings = waveform_settings(sampling_rate)
 

@@ -30,6 +30,7 @@ VIEWS = ("wer", "wer_vi", "wer_en", "english_insertions", "switch_points")
 VIEW_LABELS = {"wer": "all words", "wer_vi": "Vietnamese words", "wer_en": "English words",
                "english_insertions": "English insertions", "switch_points": "switch points"}
 CMI_BINS = ("0", "(0, 15]", "(15, 30]", "(30, 50]")  # code-mixing index: 0 = one language, 50 = evenly mixed
+TOP_SUBSTITUTIONS = 20  # the most frequent substitutions a metrics file keeps and the report shows
 
 
 @dataclass
@@ -252,7 +253,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 2)
 
 
-def substitution_table(substitutions: Counter, top: int = 15) -> pd.DataFrame:
+def substitution_table(substitutions: Counter, top: int = TOP_SUBSTITUTIONS) -> pd.DataFrame:
     """The most frequent (reference word -> hypothesis word) substitutions, with the reference word's language."""
     rows = [{"reference": r, "hypothesis": h, "count": n, "reference_language": tag}
             for (r, h, tag), n in substitutions.most_common(top)]

@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import atomic, config
+from lib import atomic, config, families
 
-NOTEBOOKS = ("01_split", "02_prepare", "03_train_whisper", "04_train_e2e", "05_evaluate", "06_charts")
 NOTEBOOK_DIR = config.PROJECT_ROOT / "notebooks"
 KERNEL = "python3"
 KERNEL_DIED_EXIT = 138  # papermill's own exit code for a dead kernel
@@ -46,15 +45,23 @@ class StepResult:
     error: str | None = None
 
 
+def notebooks() -> list[str]:
+    """The stages in order: split, prepare, one training notebook per model family, evaluate, charts."""
+    return ["01_split", "02_prepare", *sorted(f.notebook for f in families.FAMILIES.values()), "05_evaluate",
+            "06_charts"]
+
+
 def select(only: list[str] | None = None, start: str | None = None) -> list[str]:
     """Pick notebooks by number prefix ('03') or name, in pipeline order."""
+    stages = notebooks()
+
     def find(key: str) -> str:
-        for name in NOTEBOOKS:
+        for name in stages:
             if name == key or name.split("_")[0] == key.zfill(2):
                 return name
-        raise SystemExit(f"no notebook matches {key!r}: choose from {', '.join(NOTEBOOKS)}")
+        raise SystemExit(f"no notebook matches {key!r}: choose from {', '.join(stages)}")
 
-    chosen = list(NOTEBOOKS)
+    chosen = list(stages)
     if start:
         chosen = chosen[chosen.index(find(start)):]
     if only:
@@ -190,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stdout)
     try:
-        overrides: dict = {}
-        for item in args.set:
-            overrides = config.deep_merge(overrides, config.parse_override(item))
-        steps = run(args.params, overrides, args.only, args.start, kernel=args.kernel)
+        steps = run(args.params, config.parse_overrides(args.set), args.only, args.start, kernel=args.kernel)
     except config.ParamsError as err:
         print(err, file=sys.stderr)
         return 2

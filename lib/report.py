@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lib import audio, config, evaluate, manifest as manifest_io, metrics
+from lib import audio, config, evaluate, families, manifest as manifest_io, metrics
 
 PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
 
@@ -50,11 +50,11 @@ def cmi_table(results: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(table).T.rename_axis("code-mixing index")
 
 
-def substitutions(results: dict[str, dict], model_type: str, top: int = 10):
-    """A model's most frequent substitutions, as a table captioned with the model."""
-    frame = pd.DataFrame(results[model_type]["tasks"]["transcribe"]["top_substitutions"][:top],
+def substitutions(results: dict[str, dict], model_type: str):
+    """A model's most frequent substitutions (as many as its metrics file keeps), captioned with the model."""
+    frame = pd.DataFrame(results[model_type]["tasks"]["transcribe"]["top_substitutions"],
                          columns=["reference", "hypothesis", "count", "reference_language"])
-    return frame.style.hide(axis="index").set_caption(model_type)
+    return frame.style.hide(axis="index").set_caption(families.get(model_type).label)
 
 
 def worst_utterances(params: config.Params, model_type: str, task: str, count: int = 3) -> None:

@@ -20,9 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from lib import atomic, manifest as manifest_io
-from lib.config import Params, SplitParams
+from lib.config import SPLITS, Params, SplitParams
 
-SPLITS = ("train", "val", "test")
 LEDGER = "assignments.tsv"
 REPORT = "split_report.json"
 REJECTED = "rejected.tsv"

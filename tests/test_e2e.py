@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from lib import models
+from lib import families, tasks
+from lib.families import e2e
 
 TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon.",
          "Anh check email giúp em với", "Please check the email for me.", "Hôm nay trời đẹp quá"] * 40
@@ -11,14 +12,15 @@ TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    return models.build_tiny_e2e(root / "wav2vec2", root / "mbart", TEXTS, vocab_size=50)
+    return e2e.build_tiny_e2e(root / "wav2vec2", root / "mbart", TEXTS, vocab_size=50)
 
 
 def test_decoder_embeddings_and_head_come_from_the_saved_decoder(folders):
     from transformers import MBartForConditionalGeneration
 
     encoder, decoder = folders
-    model, _, tokenizer = models.load_e2e(encoder, decoder)
+    bundle = e2e.load_e2e(encoder, decoder)
+    model, tokenizer = bundle.model, bundle.tokenizer
     saved = MBartForConditionalGeneration.from_pretrained(decoder)
     assert torch.equal(model.decoder.model.decoder.embed_tokens.weight, saved.model.shared.weight)
     assert torch.equal(model.decoder.lm_head.weight, saved.lm_head.weight)
@@ -38,22 +40,22 @@ def test_a_decoder_weight_that_did_not_load_is_caught(folders):
     from transformers import MBartForConditionalGeneration
 
     encoder, decoder = folders
-    model, _, _ = models.load_e2e(encoder, decoder)
+    model = e2e.load_e2e(encoder, decoder).model
     saved = MBartForConditionalGeneration.from_pretrained(decoder)
     with torch.no_grad():
         model.decoder.model.decoder.embed_tokens.weight.normal_()  # what plain from_encoder_decoder_pretrained leaves
-    with pytest.raises(models.DecoderNotLoaded, match="embed_tokens"):
-        models.check_decoder_loaded(model, saved)
+    with pytest.raises(e2e.DecoderNotLoaded, match="embed_tokens"):
+        e2e.check_decoder_loaded(model, saved)
 
 
 def test_lna_trains_only_layer_norms_attention_and_adapter(folders):
-    model, _, _ = models.load_e2e(*folders)
-    models.freeze_for_training(model, lna=False)
+    model = e2e.load_e2e(*folders).model
+    e2e.freeze_for_training(model, lna=False)
     assert not any(p.requires_grad for n, p in model.named_parameters() if "feature_extractor" in n)
-    full = models.count_parameters(model)["trainable"]
-    models.freeze_for_training(model, lna=True)
+    full = families.count_parameters(model)["trainable"]
+    e2e.freeze_for_training(model, lna=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert 0 < models.count_parameters(model)["trainable"] < full
+    assert 0 < families.count_parameters(model)["trainable"] < full
     for name in trainable:
         assert any(k in name for k in ("layer_norm", "layernorm", "attention", "self_attn", "encoder_attn", "adapter"))
         assert "feature_extractor" not in name and "fc1" not in name and "feed_forward" not in name
@@ -68,21 +70,21 @@ def test_lna_trains_only_layer_norms_attention_and_adapter(folders):
 
 
 def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(folders):
-    from lib import e2e_data
-
+    family = families.get("e2e")
     torch.manual_seed(0)
-    model, feature_extractor, tokenizer = models.load_e2e(*folders)
-    models.freeze_for_training(model, lna=False)
+    bundle = e2e.load_e2e(*folders)
+    model, tokenizer = bundle.model, bundle.tokenizer
+    e2e.freeze_for_training(model, lna=False)
     texts = {"transcribe": "Anh check email giúp em với", "translate": "Please check the email for me."}
     batch = []
     for i, task in enumerate(["transcribe", "translate", "transcribe", "translate"]):
-        tokenizer.tgt_lang = models.E2E_LANGUAGES[task]
+        tokenizer.tgt_lang = e2e.LANGUAGE_CODES[task]
         wave = torch.randn(8000 + 1600 * i).numpy() * 0.1  # different lengths: padding and attention mask matter
         batch.append({"input_values": wave, "labels": tokenizer(text_target=texts[task]).input_ids})
-    inputs = e2e_data.WaveformCollator(feature_extractor, tokenizer)(batch)
+    inputs = family.collate(bundle, batch)
     assert inputs["attention_mask"][0].sum() == 8000 and inputs["attention_mask"][3].sum() == 12800
     first = tokenizer.convert_ids_to_tokens(inputs["labels"][:, 0].tolist())
-    assert first == ["vi_VN", "en_XX", "vi_VN", "en_XX"]
+    assert first == ["vi_VN", "en_XX", "vi_VN", "en_XX"]  # nothing stripped: mBART labels start with the language
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     losses = []
@@ -94,11 +96,12 @@ def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(fol
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
-    for task, code in models.E2E_LANGUAGES.items():
-        out = model.generate(inputs["input_values"], attention_mask=inputs["attention_mask"], max_length=12,
-                             **e2e_data.generation_kwargs(tokenizer, task))
+    for task, code in e2e.LANGUAGE_CODES.items():
+        options = tasks.DecodingOptions(task, num_beams=1, max_length=12, batch_size=4)
+        out = model.generate(inputs["input_values"], attention_mask=inputs["attention_mask"],
+                             **family.generation_kwargs(bundle, options))
         assert out[:, 0].tolist() == [2] * 4  # </s>, mBART's decoder start
         assert tokenizer.convert_ids_to_tokens(out[:, 1].tolist()) == [code] * 4
-    texts_out = e2e_data.decode(model, feature_extractor, tokenizer, [b["input_values"] for b in batch[:2]],
-                                "translate", max_length=48)
+    texts_out = family.decode(bundle, [b["input_values"] for b in batch[:2]],
+                              tasks.DecodingOptions("translate", num_beams=1, max_length=48, batch_size=16))
     assert texts_out[1] == texts["translate"]  # learned on this batch, decoded in English on request

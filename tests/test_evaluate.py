@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from lib import config, evaluate
+from lib import atomic, config, evaluate
 
 
 def params_for(tmp_path):
@@ -23,14 +23,14 @@ def test_targets_are_marked_pass_or_fail():
 def test_a_missing_model_names_the_stage_to_run(tmp_path):
     with pytest.raises(evaluate.ModelMissing, match="run 04_train_e2e first"):
         evaluate.evaluate(params_for(tmp_path), "e2e")
-    with pytest.raises(ValueError, match="model_type: expected one of whisper, e2e"):
-        evaluate.load("bert", tmp_path, params_for(tmp_path).paths)
+    with pytest.raises(ValueError, match="model family: expected one of whisper, e2e, got 'bert'"):
+        evaluate.evaluate(params_for(tmp_path), "bert")
 
 
 def test_predictions_round_trip_keeps_text_and_numbers(tmp_path):
     frame = pd.DataFrame({"id": ["a", "b"], "speaker": ["007", ""], "wer": [12.5, None], "scored": [True, False],
                           "reference": ["Em gửi report nhé", "..."], "hypothesis": ["em gửi ripo nhé", ""]})
-    evaluate.write_predictions(tmp_path / "predictions_whisper_transcribe.tsv", frame)
+    atomic.write_frame(tmp_path / "predictions_whisper_transcribe.tsv", frame)
     back = evaluate.read_predictions(tmp_path, "whisper", "transcribe")
     assert back.speaker.tolist() == ["007", ""] and back.hypothesis.tolist() == ["em gửi ripo nhé", ""]
     assert back.wer[0] == 12.5 and pd.isna(back.wer[1]) and back.scored.tolist() == [True, False]

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, pipeline
+from lib import config, families, pipeline
 
 NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_notebooks_exist_and_are_known():
     names = [p.stem for p in NOTEBOOKS]
-    assert names and set(names) <= set(pipeline.NOTEBOOKS)
+    assert names == pipeline.notebooks()  # every stage has its notebook, and every notebook is a stage
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -37,3 +37,10 @@ def test_one_parameters_cell_with_dev_defaults(path: Path):
         assert key in dev, f"{key} is not a params key"
         assert config.validate({**dev, key: value}) == config.validate(dev), f"{key} differs from params/dev.yaml"
     assert set(config.RUN_KEYS) <= set(values)
+
+
+def test_prepare_holds_every_family_section():
+    nb = json.loads((config.PROJECT_ROOT / "notebooks" / "02_prepare.ipynb").read_text(encoding="utf-8"))
+    tagged = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assigned = {node.targets[0].id for node in ast.parse("".join(tagged["source"])).body}
+    assert set(families.names()) <= assigned  # 02 prepares every family's inputs, in JupyterLab too

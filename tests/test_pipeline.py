@@ -18,9 +18,9 @@ def run_cli(*args):
 
 
 TINY_WHISPER = ["whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
-                "whisper.eval_segments=6", "whisper.generation_max_length=24"]
+                "whisper.eval_segments=6", "whisper.max_length=24"]
 TINY_E2E = ["e2e.epochs=1", "e2e.batch_size=8", "e2e.checkpoint_steps=10", "e2e.logging_steps=5",
-            "e2e.eval_segments=6", "e2e.generation_max_length=24"]
+            "e2e.eval_segments=6", "e2e.max_length=24"]
 
 
 def test_runner_executes_the_notebooks_end_to_end(tmp_path):
@@ -50,7 +50,9 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     for name, count in segments.items():
         meta = json.loads(next((out / "features" / "whisper").glob(f"{name}-*/meta.json")).read_text())
         assert meta["segments"] == count and meta["settings"]["feature_size"] == 80
-    assert (out / "features" / "whisper_filtered.tsv").read_text().startswith("split\tid\ttask\treason")
+    for name in ("whisper", "e2e"):
+        assert (out / "features" / f"{name}_filtered.tsv").read_text().startswith("split\tid\ttask\treason")
+        assert (out / "charts" / f"{name}_label_lengths.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "results" / "whisper_train.json").read_text())
     train_lines = (out / "splits" / "train.tsv").read_text().splitlines()
     column = train_lines[0].split("\t").index("translation")

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from conftest import demo_slice
-from lib import audio, config, features, models, split, whisper_data
+from lib import audio, config, families, features, split, tasks
+from lib.families import whisper
 
 
 @pytest.fixture(scope="module")
@@ -21,18 +22,17 @@ def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("whisper")
     texts = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon.",
              "Anh check email giúp em với", "Please check the email for me."] * 20
-    models.build_tiny_whisper(folder, texts, window_seconds=8, vocab_size=400)
-    return models.load_whisper(folder)
+    whisper.build_tiny_whisper(folder, texts, window_seconds=8, vocab_size=400)
+    return whisper.load_whisper(folder)
 
 
 def test_tiny_whisper_follows_the_real_token_layout(tiny):
-    model, processor = tiny
-    tok = processor.tokenizer
+    model, tok = tiny.model, tiny.tokenizer
     ids = tok.convert_tokens_to_ids
     sot = ids("<|startoftranscript|>")
     # openai/whisper-tiny: <|endoftext|> 50257, <|startoftranscript|> 50258, 99 languages, then the task tokens.
     assert ids("<|endoftext|>") == sot - 1 and ids("<|en|>") == sot + 1
-    assert [ids(t) - sot for t in models.WHISPER_SPECIALS] == [100, 101, 102, 103, 104, 105]
+    assert [ids(t) - sot for t in whisper.WHISPER_SPECIALS] == [100, 101, 102, 103, 104, 105]
     assert ids("<|0.00|>") == ids("<|notimestamps|>") + 1 and ids("<|30.00|>") == len(tok) - 1
     tok.set_prefix_tokens(language="vietnamese", task="translate")
     encoded = tok("Anh check email").input_ids
@@ -45,25 +45,26 @@ def test_tiny_whisper_follows_the_real_token_layout(tiny):
                                                                              "transcribe": sot + 101}
     assert gen.decoder_start_token_id == model.config.decoder_start_token_id == sot
     assert gen.no_timestamps_token_id == ids("<|notimestamps|>")
-    assert processor.feature_extractor.nb_max_frames == 2 * model.config.max_source_positions == 800  # 8 s window
+    assert tiny.feature_extractor.nb_max_frames == 2 * model.config.max_source_positions == 800  # 8 s window
 
 
 def test_dev_default_goes_through_the_same_loader(monkeypatch):
     params = config.load("params/dev.yaml")
     assert params.whisper.model == "openai/whisper-tiny" and not params.whisper.build_tiny
     called = []
-    monkeypatch.setattr(models, "load_whisper", lambda name: called.append(name))
-    models.whisper_for_run(params)
+    monkeypatch.setattr(whisper, "load_whisper", lambda name: called.append(name))
+    families.get("whisper").for_run(params)
     assert called == ["openai/whisper-tiny"]  # the hub id, as the tiny model's folder is passed in the demo
 
 
 def test_generation_forces_language_and_task_and_stays_short_form(tiny):
-    model, processor = tiny
+    family = families.get("whisper")
     mel = np.zeros((120, 80), np.float16)
-    kwargs = whisper_data.generation_kwargs(model, "translate")
-    assert kwargs["language"] == "vi" and kwargs["task"] == "translate"
-    assert processor.tokenizer.convert_tokens_to_ids("<|0.00|>") in kwargs["suppress_tokens"]
-    texts = whisper_data.decode(model, processor, [mel, mel], "translate", max_length=12)
+    options = tasks.DecodingOptions("translate", num_beams=1, max_length=12, batch_size=16)
+    kwargs = family.generation_kwargs(tiny, options)
+    assert kwargs["language"] == "vi" and kwargs["task"] == "translate" and kwargs["max_length"] == 12
+    assert tiny.tokenizer.convert_tokens_to_ids("<|0.00|>") in kwargs["suppress_tokens"]
+    texts = family.decode(tiny, [mel, mel], options)
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
 
 
@@ -84,20 +85,20 @@ def test_padded_log_mel_equals_the_extractors_30s_input(tmp_path):
 
 
 def test_feature_cache_is_reused_and_invalidated(tmp_path, tiny):
-    _, processor = tiny
+    extractor = tiny.feature_extractor
     corpus = demo_slice(tmp_path / "corpus", per_speaker=1)
     params = config.load("params/demo.yaml", {"manifest": str(corpus), "output_dir": str(tmp_path / "out")})
     split.run(params)
     paths = params.paths
-    first = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
-    again = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
+    first = features.prepare_whisper(paths.splits, paths.features, extractor)
+    again = features.prepare_whisper(paths.splits, paths.features, extractor)
     assert not any(c.reused for c in first.values()) and all(c.reused for c in again.values())
     assert {n: c.key for n, c in first.items()} == {n: c.key for n, c in again.items()}
     assert len(first["train"].load()) + len(first["val"].load()) + len(first["test"].load()) == 30
 
     train_file = paths.splits / "train.tsv"
     train_file.write_bytes(train_file.read_bytes())  # same bytes, new modification time: the key is the content
-    assert features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)["train"].reused
+    assert features.prepare_whisper(paths.splits, paths.features, extractor)["train"].reused
     val_audio = features.manifest_io.read(paths.splits / "val.tsv").segments[0].audio
     copy = tmp_path / "audio_copy.ogg"
     shutil.copy(val_audio, copy)
@@ -107,28 +108,27 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, tiny):
     first_row[1] = str(copy)
     first_row[2], first_row[3], first_row[4] = "", "", "1.000"
     (paths.splits / "val.tsv").write_text("\n".join([lines[0], "\t".join(first_row), *lines[2:]]) + "\n")
-    changed = features.prepare_whisper(paths.splits, paths.features, processor.feature_extractor)
+    changed = features.prepare_whisper(paths.splits, paths.features, extractor)
     assert changed["train"].reused and not changed["val"].reused and changed["val"].key != first["val"].key
     assert len(list((paths.features / "whisper").glob("val-*"))) == 1  # the stale cache is gone
 
 
 def test_collator_on_real_tokenizer_output(tiny):
-    model, processor = tiny
+    family = families.get("whisper")
     rows = {"duration": [2.0, 3.0, 9.5], "id": ["a", "b", "c"],
             "transcript": ["Anh check email giúp em với", "Chiều nay em gửi report cho manager nhé", "quá dài"],
             "translation": ["Please check the email for me.", "", "Too long."]}
     dataset = _Rows(rows)
-    examples, filtered = whisper_data.multitask_examples(dataset, processor.tokenizer, 8, "train")
+    examples, filtered = family.examples(tiny, dataset, "train")
     assert [(e.row, e.task) for e in examples] == [(0, "transcribe"), (1, "transcribe"), (0, "translate")]
     assert {(f["id"], f["task"]) for f in filtered} == {("c", "transcribe"), ("c", "translate")}
-    collator = whisper_data.WhisperCollator(processor.tokenizer, model.config.decoder_start_token_id, 800)
-    batch = collator([{"input_features": np.zeros((100 + 50 * i, 80), np.float16), "labels": e.labels}
+    batch = family.collate(tiny, [{"input_features": np.zeros((100 + 50 * i, 80), np.float16), "labels": e.labels}
                       for i, e in enumerate(examples)])
     assert batch["input_features"].shape == (3, 80, 800)
     labels = batch["labels"]
-    tok = processor.tokenizer.convert_ids_to_tokens
+    tok = tiny.tokenizer.convert_ids_to_tokens
     assert [tok(row[:2].tolist()) for row in labels] == [["<|vi|>", "<|transcribe|>"]] * 2 + [["<|vi|>", "<|translate|>"]]
-    eos = processor.tokenizer.eos_token_id
+    eos = tiny.tokenizer.eos_token_id
     for row, example in zip(labels.tolist(), examples):
         real = example.labels[1:]  # the start token is stripped
         assert row[:len(real)] == real and real[-1] == eos  # the first EOS is kept
@@ -153,18 +153,11 @@ def _train_command(tmp_path, *extra):
     out = tmp_path / "out"
     overrides = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo",
                  "whisper.batch_size=8", "whisper.epochs=2", "whisper.checkpoint_steps=4", "whisper.logging_steps=2",
-                 "whisper.eval_segments=4", "whisper.generation_max_length=24"]
-    params = config.load("params/demo.yaml", _merge(overrides))
+                 "whisper.eval_segments=4", "whisper.max_length=24"]
+    params = config.load("params/demo.yaml", config.parse_overrides(overrides))
     split.run(params)
     return [*extra, "lib.train", "--params", "params/demo.yaml", *[a for o in overrides for a in ("--set", o)],
             "whisper"], out
-
-
-def _merge(overrides):
-    merged = {}
-    for item in overrides:
-        merged = config.deep_merge(merged, config.parse_override(item))
-    return merged
 
 
 @pytest.mark.slow

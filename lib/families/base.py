@@ -1,0 +1,145 @@
+"""What a model family is: the one place that knows how its models load, read audio, learn and decode.
+
+`lib.train`, `lib.evaluate`, the notebooks and the charts ask the family registered under a params section name
+(`lib.families.get("whisper")`) instead of branching on it. A family subclasses `Family`, fills in the class
+attributes and the methods that raise NotImplementedError, and registers itself in `lib/families/__init__.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lib import config, features, manifest, tasks
+
+
+@dataclass
+class Bundle:
+    """A model with what turns audio into its inputs and text into its labels."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    feature_extractor: object
+    processor: object | None = None  # saved in place of the two above when the family has one
+
+    def save_processing(self, folder: Path) -> None:
+        """Save the tokenizer and feature extractor beside the weights, as `from_pretrained` expects them."""
+        for artifact in [self.processor] if self.processor else [self.tokenizer, self.feature_extractor]:
+            artifact.save_pretrained(folder)
+
+
+class Family:
+    """A model family. Subclasses set the attributes and implement the methods that raise NotImplementedError."""
+
+    name: str  # its params section, its folder under outputs/<profile>/, its results' file prefix
+    label: str  # what reports and charts call it
+    notebook: str  # the stage that trains it, named in errors when its model is missing
+    params_class: type[config.TrainingParams]  # its params section
+    input_column: str  # the model input its feature cache holds
+    sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
+
+    # --- models ------------------------------------------------------------------------------------------------------
+
+    def model_names(self, hp) -> dict[str, str]:
+        """Params key -> hub id or folder, for every pretrained model the section names."""
+        raise NotImplementedError
+
+    def build_tiny(self, hp, texts: list[str], seed: int) -> None:
+        """Build the demo's tiny random-weight models at the folders the section names (tokenizers on `texts`)."""
+        raise NotImplementedError
+
+    def load(self, hp) -> Bundle:
+        """The pretrained starting point named in the params section."""
+        raise NotImplementedError
+
+    def load_trained(self, folder: Path) -> Bundle:
+        """A model trained and saved by lib.train (`<name>/final`)."""
+        raise NotImplementedError
+
+    def describe(self, bundle: Bundle) -> dict:
+        """The model's size and vocabulary, as stage 02 shows them."""
+        return {"parameters": count_parameters(bundle.model)["total"], "tokens": len(bundle.tokenizer)}
+
+    def setup_training(self, bundle: Bundle, hp) -> dict:
+        """Freeze what the params say stays frozen; returns the settings the training summary reports."""
+        return {}
+
+    # --- data --------------------------------------------------------------------------------------------------------
+
+    def prepare_features(self, paths: config.RunPaths, bundle: Bundle,
+                         splits: tuple[str, ...] = config.SPLITS) -> dict[str, features.CachedSplit]:
+        """The splits' cached model inputs (computed where missing or stale)."""
+        raise NotImplementedError
+
+    def examples(self, bundle: Bundle, dataset, split: str) -> tuple[list[tasks.Example], list[dict]]:
+        """The split's examples (one per segment and task), and those left out with their reasons."""
+        raise NotImplementedError
+
+    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """A batch of model inputs from cached inputs."""
+        raise NotImplementedError
+
+    def collate(self, bundle: Bundle, batch: list[dict]) -> dict[str, torch.Tensor]:
+        """A training batch: padded model inputs and labels padded with -100."""
+        return {**self.model_inputs(bundle, [b[self.input_column] for b in batch]),
+                "labels": tasks.pad_labels(bundle.tokenizer, [b["labels"] for b in batch],
+                                           bundle.model.config.decoder_start_token_id)}
+
+    # --- decoding ----------------------------------------------------------------------------------------------------
+
+    def forced_prefix(self, task: str) -> str:
+        """What decoding forces for the task, as the metrics file records it."""
+        raise NotImplementedError
+
+    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+        """`generate()` keyword arguments for the options: the task forced, the beam width and length."""
+        raise NotImplementedError
+
+    def decode(self, bundle: Bundle, inputs: list[np.ndarray], options: tasks.DecodingOptions) -> list[str]:
+        """Generate for cached inputs in batches of `options.batch_size`; returns the decoded texts."""
+        model = bundle.model
+        device = next(model.parameters()).device
+        kwargs = self.generation_kwargs(bundle, options)
+        texts = []
+        model.eval()
+        for first in range(0, len(inputs), options.batch_size):
+            batch = self.model_inputs(bundle, inputs[first:first + options.batch_size])
+            batch = {k: v.to(device, model.dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
+            with torch.inference_mode():
+                ids = model.generate(**batch, **kwargs)
+            texts += bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    # --- for a run -----------------------------------------------------------------------------------------------------
+
+    def for_run(self, params: config.Params) -> Bundle:
+        """The starting model of a run: the demo's tiny models are built first where the section asks and they are
+        missing; new layers start from the run's seed whether or not they were just built."""
+        hp = params.section(self.name)
+        if hp.build_tiny and not all((config.resolve(n) / "config.json").exists()
+                                     for n in self.model_names(hp).values()):
+            self.build_tiny(hp, training_texts(params), seed=params.seed)
+        torch.manual_seed(params.seed)
+        return self.load(hp)
+
+
+def local_or_hub(name: str) -> str:
+    """A params model name as `from_pretrained` takes it: the folder when it exists, else the hub id as written."""
+    folder = config.resolve(name)
+    return str(folder) if folder.exists() else name
+
+
+def training_texts(params: config.Params) -> list[str]:
+    """Transcripts and translations of the train split: what the tiny models' tokenizers are trained on."""
+    split_file = params.paths.splits / "train.tsv"
+    if not split_file.exists():
+        raise FileNotFoundError(f"{split_file} not found: run 01_split first")
+    train = manifest.read(split_file, check_audio=False).segments
+    return [s.transcript for s in train] + [s.translation for s in train if s.translation]
+
+
+def count_parameters(model) -> dict[str, int]:
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}

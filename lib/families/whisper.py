@@ -1,0 +1,167 @@
+"""Whisper, trained multitask: `<|startoftranscript|><|vi|><|transcribe|><|notimestamps|>` + transcript and
+`...<|vi|><|translate|>...` + translation. The language is forced, never detected (detection fails on code-switched
+audio).
+
+The same `from_pretrained` code loads `openai/whisper-tiny` on a user's machine and the tiny model `build_tiny_whisper`
+saves here. The tiny model follows the real checkpoints' conventions: a byte-level BPE whose `<|endoftext|>` closes
+the base vocabulary, then `<|startoftranscript|>`, the 99 language tokens in Whisper's order, `<|translate|>`,
+`<|transcribe|>`, `<|startoflm|>`, `<|startofprev|>`, `<|nospeech|>`, `<|notimestamps|>` and the timestamp tokens, and
+a `generation_config` with `lang_to_id`, `task_to_id` and `no_timestamps_token_id`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from lib import config, features, tasks
+from lib.families.base import Bundle, Family, local_or_hub
+
+SOURCE_LANGUAGE = "vi"
+MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
+WHISPER_LANGUAGES = 99  # whisper tiny ... large-v2; large-v3 adds <|yue|>
+WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+                    "<|notimestamps|>")
+
+
+@dataclass(frozen=True)
+class WhisperParams(config.TrainingParams):
+    model: str  # hub id or local folder
+
+
+class Whisper(Family):
+    name = "whisper"
+    label = "Whisper"
+    notebook = "03_train_whisper"
+    params_class = WhisperParams
+    input_column = "input_features"
+
+    def model_names(self, hp: WhisperParams) -> dict[str, str]:
+        return {"model": hp.model}
+
+    def build_tiny(self, hp: WhisperParams, texts: list[str], seed: int) -> None:
+        build_tiny_whisper(config.resolve(hp.model), texts, seed=seed)
+
+    def load(self, hp: WhisperParams) -> Bundle:
+        return load_whisper(local_or_hub(hp.model))
+
+    def load_trained(self, folder: Path) -> Bundle:
+        return load_whisper(folder)
+
+    def describe(self, bundle: Bundle) -> dict:
+        return {**super().describe(bundle), "input window (s)": bundle.feature_extractor.chunk_length}
+
+    def setup_training(self, bundle: Bundle, hp: WhisperParams) -> dict:
+        bundle.model.config.use_cache = False  # gradient checkpointing and training need no KV cache
+        return {}
+
+    def prepare_features(self, paths, bundle, splits=config.SPLITS):
+        return features.prepare_whisper(paths.splits, paths.features, bundle.feature_extractor, splits)
+
+    def examples(self, bundle: Bundle, dataset, split: str):
+        """Two examples per segment (one without a translation gives one); segments longer than the model's window
+        and labels over 448 tokens are left out and listed with the reason."""
+        tokenizer, window_seconds = bundle.tokenizer, bundle.feature_extractor.chunk_length
+        durations = dataset["duration"]
+
+        def tokenize(task, texts):
+            tokenizer.set_prefix_tokens(language=SOURCE_LANGUAGE, task=task, predict_timestamps=False)
+            return tokenizer(texts).input_ids
+
+        def reject(row, labels):
+            if durations[row] > window_seconds:
+                return f"audio {durations[row]:.1f} s is longer than the model's {window_seconds:.0f} s window"
+            if len(labels) > MAX_LABEL_TOKENS:
+                return f"label has {len(labels)} tokens, over Whisper's {MAX_LABEL_TOKENS}"
+            return None
+
+        return tasks.task_examples(dataset, split, tokenize, reject)
+
+    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Cached log-mels padded to the model's window, as the extractor pads audio with silence."""
+        window = bundle.feature_extractor.nb_max_frames
+        return {"input_features": torch.from_numpy(features.pad_log_mel(inputs, window))}
+
+    def forced_prefix(self, task: str) -> str:
+        return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
+
+    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+        """Force the language and task, keep the KV cache, and suppress timestamp tokens: without timestamps asked
+        for, a timestamp in the output (as an untrained model emits) would send Whisper's generate into its
+        long-form seek loop."""
+        model = bundle.model
+        generation = model.generation_config
+        timestamps = range(generation.no_timestamps_token_id + 1, model.config.vocab_size)
+        return {"language": SOURCE_LANGUAGE, "task": options.task, "use_cache": True,
+                "max_length": options.max_length, "num_beams": options.num_beams,
+                "suppress_tokens": sorted(set(generation.suppress_tokens or []) | set(timestamps))}
+
+
+FAMILY = Whisper()
+
+
+def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
+    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(str(name))
+    model = WhisperForConditionalGeneration.from_pretrained(str(name), attn_implementation=attn_implementation)
+    return Bundle(model, processor.tokenizer, processor.feature_extractor, processor)
+
+
+def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: int = 6, vocab_size: int = 2000,
+                       d_model: int = 96, layers: int = 2, seed: int = 0) -> Path:
+    """Build a tiny Whisper with random weights and a BPE trained on `texts`; save it in `out` and return `out`.
+
+    `window_seconds` shortens the input window from Whisper's 30 s, which makes the tiny encoder cheaper; the
+    feature extractor's `chunk_length` and the encoder's `max_source_positions` agree, as in the real checkpoints.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    out = Path(out)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(list(texts), trainer)
+    vocab = bpe.get_vocab()
+    vocab["<|endoftext|>"] = len(vocab)  # as in GPT-2 and Whisper: the last base token
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(bpe.to_str())["model"]["merges"]]
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")  # as the hub tokenizers
+    languages = [f"<|{code}|>" for code in list(LANGUAGES)[:WHISPER_LANGUAGES]]
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", *languages,
+                                                                *WHISPER_SPECIALS]})
+    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])  # timestamps, as the hub tokenizers have
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+
+    feature_extractor = WhisperFeatureExtractor(feature_size=80, chunk_length=window_seconds)
+    model_config = WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=80, d_model=d_model, encoder_layers=layers, decoder_layers=layers,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=4 * d_model, decoder_ffn_dim=4 * d_model,
+        max_source_positions=feature_extractor.nb_max_frames // 2, max_target_positions=448,
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+        begin_suppress_tokens=None, suppress_tokens=None,  # generation settings live in generation_config
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(model_config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
+        begin_suppress_tokens=[ids("Ġ"), eot], suppress_tokens=[], is_multilingual=True,
+        lang_to_id={token: ids(token) for token in languages},
+        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
+        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
+        max_initial_timestamp_index=50, return_timestamps=False,
+    )
+    model.save_pretrained(out)
+    WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
+    return out

@@ -1,0 +1,107 @@
+"""The multitask core both model families share: the two tasks, their examples, batches and decoding options.
+
+Each segment gives one example per task that has its text: `transcribe` learns the code-switched transcript,
+`translate` the English translation (none for a segment without one). A family (lib.families) decides how a task's
+text becomes label tokens and how audio becomes model inputs; everything else here is the same for every family.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from lib.audio import SAMPLE_RATE
+
+TASKS = ("transcribe", "translate")
+TEXT_COLUMN = {"transcribe": "transcript", "translate": "translation"}  # the manifest column each task learns
+
+
+@dataclass
+class Example:
+    row: int  # index into the cached split
+    task: str
+    labels: list[int]
+
+
+def task_examples(dataset, split: str, tokenize: Callable[[str, list[str]], list[list[int]]],
+                  reject: Callable[[int, list[int]], str | None]) -> tuple[list[Example], list[dict]]:
+    """Per task, tokenize the segments that have its text (`tokenize(task, texts)`), and keep each example unless
+    `reject(row, labels)` gives a reason, in which case it is listed with the reason instead."""
+    kept, filtered = [], []
+    ids = dataset["id"]
+    for task in TASKS:
+        texts = dataset[TEXT_COLUMN[task]]
+        wanted = [i for i, t in enumerate(texts) if t]
+        labels = tokenize(task, [texts[i] for i in wanted]) if wanted else []
+        for row, label in zip(wanted, labels):
+            reason = reject(row, label)
+            if reason:
+                filtered.append({"split": split, "id": ids[row], "task": task, "reason": reason})
+            else:
+                kept.append(Example(row, task, label))
+    return kept, filtered
+
+
+class ExampleSet(torch.utils.data.Dataset):
+    """Examples over a cached split: each item is the segment's model input (`column`) and the task's labels.
+
+    `task` names the one task of a val set (None for a training set mixing both); `lengths` (samples at 16 kHz)
+    lets the Trainer group batches by length without a pass over the data."""
+
+    def __init__(self, dataset, examples: list[Example], column: str, task: str | None = None):
+        self.inputs = dataset.with_format("numpy", columns=[column])
+        self.examples = examples
+        self.column = column
+        self.task = task
+        durations = dataset["duration"]
+        self.lengths = [int(durations[e.row] * SAMPLE_RATE) for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict:
+        example = self.examples[index]
+        return {self.column: self.inputs[example.row][self.column], "labels": example.labels}
+
+
+def val_sets(dataset, examples: list[Example], column: str, limit: int) -> dict[str, ExampleSet]:
+    """One val set per task, each of its first `limit` examples (0: all)."""
+    sets = {}
+    for task in TASKS:
+        chosen = [e for e in examples if e.task == task]
+        sets[task] = ExampleSet(dataset, chosen[:limit] if limit else chosen, column, task)
+    return sets
+
+
+def pad_labels(tokenizer, labels: list[list[int]], decoder_start_token_id: int) -> torch.Tensor:
+    """Labels padded with -100, masked by the attention mask rather than the pad id (Whisper's pad id is its EOS id,
+    so the first EOS must stay). A leading decoder start token is stripped: the model prepends it when it shifts the
+    labels right."""
+    padded = tokenizer.pad({"input_ids": labels}, return_tensors="pt")
+    labels = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
+    if (labels[:, 0] == decoder_start_token_id).all():
+        labels = labels[:, 1:]
+    return labels
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How to decode one task: beam width, generated tokens at most (prefix included), segments per batch."""
+
+    task: str
+    num_beams: int
+    max_length: int
+    batch_size: int
+
+    @classmethod
+    def for_test(cls, task: str, evaluation) -> "DecodingOptions":
+        """The test split in 05, from the params' `evaluation` section."""
+        return cls(task, evaluation.num_beams, evaluation.max_length, evaluation.batch_size)
+
+    @classmethod
+    def for_validation(cls, task: str, hp) -> "DecodingOptions":
+        """Val scoring during training, from a family's params section: greedy, so that scoring every checkpoint
+        stays cheap; the kept checkpoint is decoded with the test settings in 05."""
+        return cls(task, 1, hp.max_length, hp.eval_batch_size)
+
