@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+
+Files and folders get the permissions the user's umask gives (as `open` and `mkdir` would), not the owner-only mode
+of the temporary files they are written through, so a teammate on the same machine can read a run's outputs.
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +10,15 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -18,11 +31,20 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp made it owner-only
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def make_shareable(folder: str | Path) -> Path:
+    """Give a folder made by `tempfile.mkdtemp` (owner-only) and everything in it the umask's permissions."""
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~UMASK)
+    return folder
 
 
 def write_text(path: str | Path, text: str) -> Path:

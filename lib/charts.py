@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -126,6 +127,37 @@ def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
            xlabel="code-mixing index (0 = one language, 50 = evenly mixed)", ylabel="WER (%) with 95 % interval")
     save(fig, out)
     return fig
+
+
+def generalization(params, out: Path) -> plt.Figure:
+    """WER and BLEU of each model, fine-tuned and as it started, on each set 05 scored (test split, held-out set)."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)"}
+    series, scores = [], {split: [] for split in params.eval_sets}
+    for name in families.names():
+        for untrained in (False, True):
+            found = {split: json.loads(path.read_text(encoding="utf-8")) for split in params.eval_sets
+                     if (path := params.paths.metrics(name, split, untrained)).exists()}
+            if not found:
+                continue
+            series.append(f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}")
+            for split in params.eval_sets:
+                tasks = found.get(split, {}).get("tasks", {})
+                scores[split].append({metric: tasks.get(task, {}).get("metrics", {}).get(metric, _MISSING)
+                                      for task, metric in (("transcribe", "wer"), ("translate", "bleu"))})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, metric, label in ((axes[0], "wer", "WER (%), lower is better"), (axes[1], "bleu", "BLEU, higher is better")):
+        _bars_with_intervals(ax, [sets[s] for s in params.eval_sets],
+                             [[row[metric] for row in scores[s]] for s in params.eval_sets], series)
+        ax.set(title=f"{metric.upper()} with 95 % intervals", xlabel="", ylabel=label)
+        if metric == "wer":
+            ax.get_legend().remove()
+    fig.suptitle("What fine-tuning gained, on speakers and sentences it never trained on")
+    save(fig, out)
+    return fig
+
+
+_MISSING = {"value": None, "ci95": [None, None]}
 
 
 def split_overview(segments: pd.DataFrame, out: Path) -> plt.Figure:

@@ -21,7 +21,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
 
@@ -29,6 +29,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SPLITS = ("train", "val", "test")
 
 Precision = Literal["fp32", "fp16", "bf16"]
+MayBeEmpty = Annotated[str, "may be empty"]  # a string the params may leave empty ("") to mean none
+EvalSet = Literal["test", "heldout"]  # the test split, and the held-out manifest's segments
+Quantization = Literal["float16", "int8_float16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class EvaluationParams:
     bootstrap_resamples: int  # for the 95 % intervals (0: no intervals)
     target_wer: float  # percent; a model passes below it
     target_bleu: float  # a model passes above it
+    untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
+    ct2_parity: tuple[Quantization, ...]  # CTranslate2 exports of Whisper checked against it on the test split
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
@@ -107,6 +112,7 @@ class Params:
 
     profile: str
     manifest: str
+    heldout_manifest: MayBeEmpty  # segments kept out of `manifest` (other speakers, other sentences); "" for none
     output_dir: str
     seed: int
     on_error: Literal["fail", "skip"]
@@ -130,6 +136,11 @@ class Params:
         return resolve(self.manifest)
 
     @property
+    def eval_sets(self) -> tuple[str, ...]:
+        """What 05 scores: the test split, and the held-out segments when the params name a manifest of them."""
+        return ("test", "heldout") if self.heldout_manifest else ("test",)
+
+    @property
     def paths(self) -> "RunPaths":
         return RunPaths(resolve(self.output_dir))
 
@@ -137,11 +148,12 @@ class Params:
         """The params as a params file holds them: family sections at the top level."""
         flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
         flat.update(self.models)
-        return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()
-                if v is not None}
+        plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()
+                 if v is not None}
+        return json.loads(json.dumps(plain))  # lists, not tuples: papermill writes only plain values back
 
 
-RUN_KEYS = ("profile", "manifest", "output_dir", "seed", "on_error")
+RUN_KEYS = ("profile", "manifest", "heldout_manifest", "output_dir", "seed", "on_error")
 
 
 def _family_sections() -> dict[str, type]:
@@ -174,6 +186,14 @@ class RunPaths:
     def results(self) -> Path:
         return self.root / "results"
 
+    def metrics(self, family: str, split: str = "test", untrained: bool = False) -> Path:
+        """05's metrics of a family's trained (or starting) model on a split."""
+        return self.results / f"{result_name(family, split, untrained)}_metrics.json"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
     @property
     def charts(self) -> Path:
         return self.root / "charts"
@@ -185,6 +205,11 @@ class RunPaths:
     @property
     def provenance(self) -> Path:
         return self.root / "provenance.json"
+
+
+def result_name(family: str, split: str = "test", untrained: bool = False) -> str:
+    """How 05 names a model's results: `whisper` (trained, test split), `whisper_heldout`, `whisper_untrained_heldout`."""
+    return family + ("_untrained" if untrained else "") + ("" if split == "test" else f"_{split}")
 
 
 class ParamsError(ValueError):
@@ -239,7 +264,7 @@ def parse_override(text: str) -> dict[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ParamsError("--set", [f"expected KEY=VALUE, got {text!r}"])
-    nested: Any = yaml.safe_load(value)
+    nested: Any = yaml.safe_load(value) if value.strip() else ""  # `KEY=` sets an empty string
     for part in reversed(key.strip().split(".")):
         nested = {part: nested}
     return nested
@@ -255,12 +280,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def validate(raw: Mapping[str, Any], source: str = "params", keys: tuple[str, ...] | None = None) -> Params:
     """Build `Params` from plain data; `keys` limits which top-level keys are required (all by default)."""
-    hints = typing.get_type_hints(Params)
+    hints = typing.get_type_hints(Params, include_extras=True)
     schema = {f.name: hints[f.name] for f in fields(Params) if f.name != "models"} | _family_sections()
     problems: list[str] = []
     if not isinstance(raw, Mapping):
         raise ParamsError(source, [f"top level: expected a mapping, got {_show(raw)}"])
     values = _build_fields(schema, raw, "", problems, keys if keys is not None else tuple(schema))
+    evaluation = values.get("evaluation")
+    if evaluation and "heldout" in evaluation.untrained and not values.get("heldout_manifest"):
+        problems.append("evaluation.untrained: heldout needs a heldout_manifest")
     if problems:
         raise ParamsError(source, problems)
     models = {name: values.pop(name) for name in _family_sections() if name in values}
@@ -288,7 +316,7 @@ def _build(cls, raw: Any, prefix: str, problems: list[str]):
     if not isinstance(raw, Mapping):
         problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {_show(raw)}")
         return None
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     problems_before = len(problems)
     values = _build_fields({f.name: hints[f.name] for f in fields(cls)}, raw, prefix, problems)
     if len(problems) > problems_before:
@@ -323,6 +351,14 @@ def _build_fields(schema: dict[str, Any], raw: Mapping[str, Any], prefix: str, p
 
 def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        inner, *notes = typing.get_args(hint)
+        return value if value == "" and "may be empty" in notes else _coerce(value, inner, key, problems)
+    if origin is tuple:  # tuple[X, ...]: a YAML list
+        if not isinstance(value, (list, tuple)):
+            problems.append(f"{key}: expected a list, got {_show(value)}")
+            return None
+        return tuple(_coerce(item, typing.get_args(hint)[0], f"{key}[{i}]", problems) for i, item in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return _coerce(value, inner[0], key, problems)

@@ -1,6 +1,7 @@
 """Synthetic Vietnamese-English code-switched speech: the demo's and the tests' data.
 
     python -m lib.demo_corpus --out data/demo --utterances 1200 --seed 2026
+    python -m lib.demo_corpus --out data/demo-heldout --heldout data/demo --utterances 60 --seed 2027 --speakers 6
     python -m lib.demo_corpus --check data/demo      # the phoneme ("listening") check
 
 Sentences come from hand-written templates (`lib/data/demo_templates.yaml`) whose slots take English (or
@@ -9,6 +10,10 @@ part of the template each word came from. espeak-ng speaks them: a Vietnamese vo
 with each English stretch switched to an English voice by SSML `<voice>`, in the same utterance. Speakers differ by
 voice, variant, pitch and rate. Several segments of one speaker share a recording, with `start`/`end` inside it, as
 an annotation export would. The manifest depends only on the seed and the espeak-ng version.
+
+`--heldout CORPUS` makes a set held out of a generated corpus: sentences from the held-out templates
+(`lib/data/demo_heldout_templates.yaml`, sentence frames the corpus never uses, filled from the same fillers), spoken
+by voices (Vietnamese voice and variant) none of the corpus' speakers has.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import yaml
 from lib import atomic, manifest as manifest_io
 
 TEMPLATES = Path(__file__).parent / "data" / "demo_templates.yaml"
+HELDOUT_TEMPLATES = Path(__file__).parent / "data" / "demo_heldout_templates.yaml"
 SAMPLE_RATE = 16_000
 VI_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
 EN_VOICES = ("en-us", "en")  # American, British ("en-gb" is no voice name in SSML)
@@ -85,10 +91,12 @@ class Sentence:
         return "<speak>" + " ".join(parts) + "</speak>"
 
 
-@lru_cache(maxsize=1)
-def load_templates() -> tuple[list[dict], dict[str, list[str]]]:
-    data = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
-    return data["templates"], {slot: [str(f) for f in fillers] for slot, fillers in data["fillers"].items()}
+@lru_cache(maxsize=2)
+def load_templates(path: Path = TEMPLATES) -> tuple[list[dict], dict[str, list[str]]]:
+    """The templates of `path` and the fillers (always those of the corpus' own file)."""
+    fillers = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))["fillers"]
+    templates = yaml.safe_load(path.read_text(encoding="utf-8"))["templates"]
+    return templates, {slot: [str(f) for f in values] for slot, values in fillers.items()}
 
 
 def english_inserts() -> set[str]:
@@ -100,14 +108,17 @@ def english_inserts() -> set[str]:
     return inserts
 
 
-def make_voices(count: int, seed: int) -> list[Voice]:
-    """`count` distinct speakers: voice, variant, pitch and rate drawn from the seed."""
+def make_voices(count: int, seed: int, taken: frozenset[tuple[str, str]] = frozenset(),
+                prefix: str = "spk") -> list[Voice]:
+    """`count` distinct speakers: voice, variant, pitch and rate drawn from the seed; no (voice, variant) of `taken`."""
     rng = random.Random(f"voices-{seed}")
-    combos = list(itertools.product(VI_VOICES, VARIANTS))
+    combos = [c for c in itertools.product(VI_VOICES, VARIANTS) if c not in taken]
     rng.shuffle(combos)
+    if taken and count > len(combos):
+        raise ValueError(f"only {len(combos)} voices are left that the corpus does not use; ask for fewer speakers")
     voices = []
     for number, (vi_voice, variant) in enumerate(itertools.islice(itertools.cycle(combos), count)):
-        voices.append(Voice(f"spk{number + 1:02d}", vi_voice, EN_VOICES[rng.random() < 0.3], variant,
+        voices.append(Voice(f"{prefix}{number + 1:02d}", vi_voice, EN_VOICES[rng.random() < 0.3], variant,
                             pitch=rng.randint(25, 75), speed=rng.randint(135, 180)))
     return voices
 
@@ -115,8 +126,8 @@ def make_voices(count: int, seed: int) -> list[Voice]:
 class SentenceMaker:
     """Fills templates; templates and each slot's fillers are used in turn from seeded shuffles, so all get used."""
 
-    def __init__(self, seed: int):
-        templates, fillers = load_templates()
+    def __init__(self, seed: int, templates_file: Path = TEMPLATES):
+        templates, fillers = load_templates(templates_file)
         self.rng = random.Random(f"sentences-{seed}")
         self.templates = self._cycle(templates)
         self.fillers = {slot: self._cycle(values) for slot, values in fillers.items()}
@@ -171,12 +182,18 @@ def synthesize(sentence: Sentence, voice: Voice) -> np.ndarray:
     return soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32)
 
 
-def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30) -> Path:
-    """Write `out/manifest.tsv`, `out/audio/<speaker>/*.ogg` and `out/generation.json`; return the manifest path."""
+def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, heldout_from: Path | None = None) -> Path:
+    """Write `out/manifest.tsv`, `out/audio/<speaker>/*.ogg` and `out/generation.json`; return the manifest path.
+    With `heldout_from` (a generated corpus), the held-out templates and voices that corpus does not use."""
     out = Path(out)
     rng = random.Random(f"corpus-{seed}")
-    maker = SentenceMaker(seed)
-    voices = make_voices(speakers, seed)
+    templates_file = HELDOUT_TEMPLATES if heldout_from else TEMPLATES
+    maker = SentenceMaker(seed, templates_file)
+    if heldout_from:
+        used = json.loads((Path(heldout_from) / "generation.json").read_text(encoding="utf-8"))["voices"]
+        voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used), prefix="held")
+    else:
+        voices = make_voices(speakers, seed)
     sentences = [maker.make() for _ in range(utterances)]
     owners = [voices[i % speakers] for i in range(utterances)]
     rng.shuffle(owners)
@@ -198,10 +215,12 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30) ->
             row["translation"] = ""
     path = atomic.write_tsv(out / "manifest.tsv", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     atomic.write_json(out / "generation.json", {
-        "command": f"python -m lib.demo_corpus --out {out.as_posix()} --utterances {utterances} --seed {seed}"
-                   + (f" --speakers {speakers}" if speakers != 30 else ""),
+        "command": f"python -m lib.demo_corpus --out {out.as_posix()}"
+                   + (f" --heldout {Path(heldout_from).as_posix()}" if heldout_from else "")
+                   + f" --utterances {utterances} --seed {seed}" + (f" --speakers {speakers}" if speakers != 30 else ""),
         "seed": seed, "utterances": utterances, "speakers": speakers, "espeak_ng": espeak_version(),
-        "templates": len(load_templates()[0]), "voices": [vars(v) for v in voices],
+        "templates_file": templates_file.name, "templates": len(load_templates(templates_file)[0]),
+        "voices": [vars(v) for v in voices],
     })
     return path
 
@@ -291,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--utterances", type=int, default=1200)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--speakers", type=int, default=30)
+    parser.add_argument("--heldout", metavar="CORPUS", type=Path,
+                        help="a set held out of this generated corpus: held-out templates, voices it does not use")
     parser.add_argument("--check", metavar="DIR", help="run the phoneme check on a generated corpus instead")
     parser.add_argument("--limit", type=int, help="with --check: only the first N segments")
     args = parser.parse_args(argv)
@@ -302,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not args.out:
         parser.error("--out is required")
-    path = generate(args.out, args.utterances, args.seed, args.speakers)
+    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout)
     summary = manifest_io.read(path).summary()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

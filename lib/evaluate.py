@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, features, metrics, precision, tasks, text
+from lib import atomic, config, families, features, metrics, model_card, precision, tasks, text
 
 log = logging.getLogger("lib.evaluate")
 
@@ -38,24 +38,30 @@ class ModelMissing(FileNotFoundError):
 
 
 def evaluate(params: config.Params, name: str, model_dir: str | Path | None = None,
-             output_dir: str | Path | None = None) -> dict:
-    """Decode and score the test split with one trained model of the family `name`; write its metrics JSON and
-    predictions. Returns the metrics."""
+             output_dir: str | Path | None = None, split: str = "test", untrained: bool = False) -> dict:
+    """Decode and score a split (`test`, or the held-out segments) with a model of the family `name`: the trained one
+    in `model_dir` (default `<name>/final`), or with `untrained` the run's starting model. Writes its metrics JSON and
+    predictions (`result_name`); returns the metrics."""
     hp, paths = params.evaluation, params.paths
     family = families.get(name)
-    model_dir = Path(model_dir) if model_dir else paths.model(name) / "final"
     output_dir = Path(output_dir) if output_dir else paths.results
     began = time.perf_counter()
-    bundle = load(family, model_dir)
+    if untrained:
+        bundle = family.for_run(params)
+        model_path = ", ".join(family.model_names(params.section(name)).values())
+    else:
+        model_dir = Path(model_dir) if model_dir else paths.model(name) / "final"
+        bundle, model_path = load(family, model_dir), str(model_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bundle.model.to(device, precision.dtype(hp.precision, device))
 
-    test = family.prepare_features(paths, bundle, splits=("test",))["test"].load()
+    test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     inputs = test.with_format("numpy", columns=[family.input_column])
     rows = {c: test[c] for c in features.ROW_COLUMNS}
+    label = config.result_name(name, split, untrained)
     summary = {
-        "model_type": name, "model_path": str(model_dir), "split": "test",
-        "split_file": str(paths.splits / "test.tsv"), "segments": len(test),
+        "model_type": name, "model": "untrained" if untrained else "trained", "model_path": model_path,
+        "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(test),
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,
                      "dtype": str(bundle.model.dtype).removeprefix("torch."),
                      "forced": {t: family.forced_prefix(t) for t in tasks.TASKS}},
@@ -83,16 +89,31 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
             extra = {}
         frame = pd.concat([frame, scored.utterances], axis=1)
         frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
-        atomic.write_frame(output_dir / f"predictions_{name}_{task}.tsv", frame)
+        atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
         summary["tasks"][task] = {"samples": len(picked), "seconds": round(seconds, 2),
                                   "utterances_per_second": round(len(picked) / seconds, 2) if seconds else None,
                                   **scored.to_dict(), **extra}
-        log.info("%s %s: %d segments in %.1f s", name, task, len(picked), seconds)
+        log.info("%s %s: %d segments in %.1f s", label, task, len(picked), seconds)
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    atomic.write_json(output_dir / f"{name}_metrics.json", summary)
+    atomic.write_json(output_dir / f"{label}_metrics.json", summary)
+    if not untrained and output_dir == paths.results and model_dir == paths.model(name) / "final":
+        model_card.write(params, name)  # the run's own model: its card gets the scores
     return summary
+
+
+def generalization(params: config.Params) -> dict[str, dict]:
+    """Every family's trained model on the held-out segments (when the params name them), and every family's starting
+    model on the sets of `evaluation.untrained`: result name -> metrics. The trained models' test-split metrics come
+    from `evaluate`."""
+    results = {}
+    for name in families.names():
+        if "heldout" in params.eval_sets:
+            results[config.result_name(name, "heldout")] = evaluate(params, name, split="heldout")
+        for split in params.evaluation.untrained:
+            results[config.result_name(name, split, True)] = evaluate(params, name, split=split, untrained=True)
+    return results
 
 
 def load(family: families.Family, model_dir: Path) -> families.Bundle:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import audio, config, manifest as manifest_io
+from lib import atomic, audio, config, manifest as manifest_io
 
 FEATURE_VERSION = 1  # bump when the way features are computed changes
 ROW_COLUMNS = ("id", "speaker", "transcript", "translation", "lang_tags", "duration")
@@ -109,6 +109,7 @@ def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make
         meta = {"split": name, "key": key, "settings": settings, "segments": len(segments),
                 "split_file": str(split_file)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        atomic.make_shareable(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -81,6 +81,10 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     missing = [str(notebook_dir / f"{n}.ipynb") for n in chosen if not (notebook_dir / f"{n}.ipynb").exists()]
     if missing:
         raise NotebookFailed(f"notebook(s) not found: {', '.join(missing)}")
+    unavailable = unavailable_models(params, chosen)
+    if unavailable:
+        raise NotebookFailed("the params name models that cannot be had; nothing ran:\n" +
+                             "\n".join(f"  - {problem}" for problem in unavailable), exit_code=2)
     paths = params.paths
     paths.reports.mkdir(parents=True, exist_ok=True)
     steps: list[StepResult] = []
@@ -118,6 +122,17 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
         raise NotebookFailed(f"{name}.ipynb failed at {step.error}\nPartial report: {report}")
     write_provenance(paths.provenance, provenance, steps)
     return steps
+
+
+def unavailable_models(params: config.Params, chosen: list[str]) -> list[str]:
+    """What keeps the chosen stages from loading their starting models: 02 loads every family's, a training notebook
+    its family's, 05 every family's when it scores them untrained. Checked before anything runs, so an unreachable hub
+    stops the run at once rather than hours later."""
+    needed = {f.name for f in families.FAMILIES.values() if f.notebook in chosen}
+    if "02_prepare" in chosen or ("05_evaluate" in chosen and params.evaluation.untrained):
+        needed = set(families.names())
+    return [problem for name in families.names() if name in needed
+            for problem in families.get(name).unavailable(params.section(name))]
 
 
 def write_html(notebook_path: Path) -> Path:

@@ -2,10 +2,13 @@
 frequent substitutions, and (in JupyterLab) a browser of the errors by speaker or by code-mixing bin."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from lib import audio, config, evaluate, families, manifest as manifest_io, metrics
 
+GENERALIZATION_OVERLAP = 50  # percent of word trigrams seen in training below which a set's wording counts as new
 PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
 
 
@@ -28,6 +31,48 @@ def score_table(results: dict[str, dict]):
     return frame.style.format({"value": "{:.2f}"}, na_rep="–").map(
         lambda v: f"background-color: {PASS_COLOUR if v == 'pass' else FAIL_COLOUR}" if v in ("pass", "fail")
         else "", subset=["result"])
+
+
+SET_LABELS = {"test": "test split", "heldout": "held-out set"}
+
+
+def generalization_table(params: config.Params):
+    """Every model on every set it was scored on, fine-tuned and as it started, with what each set measures: whether
+    its speakers are new, and how much of its wording (word trigrams) occurs in the training transcripts. Only a set
+    with new speakers and new wording measures generalization."""
+    report = json.loads((params.paths.splits / "split_report.json").read_text(encoding="utf-8"))
+    overlap = {"test": report["splits"]["test"]["trigram_overlap_with_train"],
+               "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
+    new_speakers = {"test": True, "heldout": not report.get("heldout", {}).get("shared_speakers")}
+    rows = []
+    for name in families.names():
+        for untrained in (False, True):
+            for split in params.eval_sets:
+                path = params.paths.metrics(name, split, untrained)
+                if not path.exists():
+                    continue
+                summary = json.loads(path.read_text(encoding="utf-8"))
+                scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
+                          for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
+                          if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
+                rows.append({"model": families.get(name).label,
+                             "weights": "as it started" if untrained else "fine-tuned", "set": SET_LABELS[split],
+                             "segments": summary["segments"], **scores,
+                             "new speakers": "yes" if new_speakers[split] else "no",
+                             "trigrams seen in training (%)": overlap[split],
+                             "measures generalization": "yes" if new_speakers[split] and overlap[split] is not None
+                             and overlap[split] < GENERALIZATION_OVERLAP else "no"})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def parity_table(parity: dict):
+    """The CTranslate2 exports against the transformers model on the test split: WER, difference, speed."""
+    frame = pd.DataFrame(parity["rows"]).rename(columns={
+        "quantization": "export", "compute_type": "computed as", "size_mb": "size (MB)", "wer": "WER (%)",
+        "hf_wer": "transformers WER (%)", "delta_wer": "difference (points)", "same_hypotheses": "same hypotheses",
+        "utterances_per_second": "utterances/s", "hf_utterances_per_second": "transformers utterances/s"})
+    return frame.style.hide(axis="index").format(precision=2).set_caption(
+        f"{parity['task']} on the {parity['split']} split, {parity['device']}, ctranslate2 {parity['ctranslate2']}")
 
 
 def views_table(results: dict[str, dict]) -> pd.DataFrame:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lib import atomic, manifest as manifest_io
-from lib.config import SPLITS, Params, SplitParams
+from lib import atomic, manifest as manifest_io, text
+from lib.config import SPLITS, Params, SplitParams, resolve
 
 LEDGER = "assignments.tsv"
 REPORT = "split_report.json"
 REJECTED = "rejected.tsv"
+HELDOUT = "heldout"  # the held-out manifest's segments, beside the splits
 MIN_GROUPS_FOR_BALANCE = 20
 RATIO_WARNING_POINTS = 5.0
 
@@ -65,9 +66,33 @@ def _segment_frame(pairs) -> pd.DataFrame:
 
 
 def run(params: Params) -> SplitResult:
-    """Stage 01: validate the manifest, split it, and write the split files, the ledger and the report."""
+    """Stage 01: validate the manifest, split it, and write the split files, the ledger and the report; validate the
+    held-out manifest, when the params name one, into `heldout.tsv`."""
     manifest = manifest_io.read(params.manifest_path, on_error=params.on_error)
-    return split_and_write(manifest, params.split, params.seed, params.paths.splits)
+    result = split_and_write(manifest, params.split, params.seed, params.paths.splits)
+    if params.heldout_manifest:
+        result.report["heldout"] = write_heldout(resolve(params.heldout_manifest), result, params.on_error,
+                                                 params.paths.splits)
+        atomic.write_json(params.paths.splits / REPORT, result.report)
+    return result
+
+
+def write_heldout(path: Path, result: SplitResult, on_error: str, splits_dir: Path) -> dict:
+    """Validate a held-out manifest into `heldout.tsv` (its bad rows into `heldout_rejected.tsv`) and say how held out
+    it is: the speakers and transcripts it shares with the manifest that is split, and how much of its wording
+    (word trigrams) occurs in the train split."""
+    heldout = manifest_io.read(path, on_error=on_error)
+    if not heldout.segments:
+        raise manifest_io.ManifestError(heldout.problems or [
+            manifest_io.Problem(heldout.path, 0, None, None, "no valid rows in the held-out manifest")])
+    manifest_io.write_segments(splits_dir / f"{HELDOUT}.tsv", heldout.columns, heldout.segments)
+    manifest_io.write_rejected(splits_dir / f"{HELDOUT}_rejected.tsv", heldout.columns, heldout.rejected)
+    speakers = {s.group for s in result.manifest.segments}
+    transcripts = {s.transcript for s in result.manifest.segments}
+    return {**heldout.summary(), "shared_speakers": sorted({s.group for s in heldout.segments} & speakers),
+            "shared_transcripts": sum(s.transcript in transcripts for s in heldout.segments),
+            "trigram_overlap_with_train": text.ngram_overlap([s.transcript for s in result.segments("train")],
+                                                             [s.transcript for s in heldout.segments])}
 
 
 def split_and_write(manifest: manifest_io.Manifest, ratios: SplitParams, seed: int, splits_dir: Path) -> SplitResult:
@@ -139,6 +164,7 @@ def build_report(result: SplitResult, ratios: SplitParams, seed: int, durations:
     manifest = result.manifest
     total = sum(durations.values())
     per_split = {}
+    train_transcripts = [s.transcript for s in result.segments("train")]
     for name in SPLITS:
         segs = result.segments(name)
         seconds = sum(s.duration for s in segs)
@@ -151,6 +177,8 @@ def build_report(result: SplitResult, ratios: SplitParams, seed: int, durations:
             "segments_with_english": sum("en" in s.lang_tags for s in segs),
             "achieved_ratio": round(seconds / total, 4),
             "target_ratio": getattr(ratios, name),
+            "trigram_overlap_with_train": None if name == "train" else
+            text.ngram_overlap(train_transcripts, [s.transcript for s in segs]),
         }
     warnings = []
     groups = len(durations)

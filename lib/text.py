@@ -72,6 +72,18 @@ def normalize_for_scoring(text: str) -> str:
     return " ".join(text.split())
 
 
+def ngram_overlap(known: list[str], texts: list[str], n: int = 3) -> float | None:
+    """Percent of the word n-grams of `texts` (normalized for scoring) that also occur in `known`: near 100 for sentences
+    built from the same templates or prompts as `known`, low for new wording. None when `texts` has no n-gram."""
+    def grams(text: str) -> list[tuple[str, ...]]:
+        tokens = normalize_for_scoring(text).split()
+        return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+
+    seen = {g for text in known for g in grams(text)}
+    found = [g in seen for text in texts for g in grams(text)]
+    return round(100 * sum(found) / len(found), 1) if found else None
+
+
 def split_tone(syllable: str) -> tuple[str, str | None]:
     """("Việt" ->) ("viêt", "nặng"): the lowercase letters without the tone mark, and the tone's name."""
     decomposed = unicodedata.normalize("NFD", syllable.lower())

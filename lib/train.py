@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, metrics, precision, tasks
+from lib import atomic, config, families, metrics, model_card, precision, tasks
 
 log = logging.getLogger("lib.train")
 
@@ -82,6 +82,47 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
     return MultitaskTrainer(model=bundle.model, data_collator=lambda batch: family.collate(bundle, batch), **kwargs)
 
 
+def progress_callbacks(name: str, tensorboard_dir: Path) -> list:
+    """What a multi-hour run shows while it runs: a line per logging step (step of total, loss, learning rate,
+    elapsed time and ETA) and per checkpoint (val scores), and TensorBoard curves in `tensorboard_dir`."""
+    from transformers import TrainerCallback
+    from transformers.integrations import TensorBoardCallback
+
+    class ProgressLine(TrainerCallback):
+        began, first_step = 0.0, 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began, self.first_step = time.perf_counter(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            elapsed = time.perf_counter() - self.began
+            if "loss" in logs:
+                done = state.global_step - self.first_step
+                eta = elapsed / done * (state.max_steps - state.global_step) if done else 0.0
+                print(f"{name} step {state.global_step}/{state.max_steps} ({state.global_step / state.max_steps:.0%})"
+                      f" loss {logs['loss']:.3f} lr {logs.get('learning_rate', 0):.2e} elapsed "
+                      f"{_clock(elapsed)} ETA {_clock(eta)}", flush=True)
+            scores = {k: v for k, v in logs.items() if k.rsplit("_", 1)[-1] in ("wer", "cer", "bleu", "chrf", "loss")
+                      and "_" in k and not k.startswith("train")}
+            if scores:
+                print(f"{name} step {state.global_step} val: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()),
+                      flush=True)
+
+    class RunTensorBoard(TensorBoardCallback):
+        def __init__(self):
+            super().__init__()
+            self.logging_dir = str(tensorboard_dir)
+
+    return [ProgressLine(), RunTensorBoard()]
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}"
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest checkpoint-N whose trainer state was written (the Trainer writes it last); partial ones, left by a
     crash during a save, are removed."""
@@ -110,7 +151,7 @@ def train(params: config.Params, name: str) -> dict:
     """Fine-tune the model family `name` on its cached inputs; write checkpoints, `<name>/final` and results/.
     Returns the summary, with the loss and eval history."""
     from accelerate import PartialState
-    from transformers import Seq2SeqTrainingArguments, set_seed
+    from transformers import PrinterCallback, Seq2SeqTrainingArguments, set_seed
 
     family, hp = families.get(name), params.section(name)
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: CPU processes form a gloo group, not singletons
@@ -140,7 +181,9 @@ def train(params: config.Params, name: str) -> dict:
         **precision.trainer_flags(hp.precision),
     )
     trainer = make_trainer(family, bundle, hp, args=args, train_dataset=train_dataset, eval_dataset=eval_sets,
-                           processing_class=bundle.processor or bundle.tokenizer)
+                           processing_class=bundle.processor or bundle.tokenizer,
+                           callbacks=progress_callbacks(name, params.paths.tensorboard / name))
+    trainer.remove_callback(PrinterCallback)  # the progress line says it, with the ETA
 
     resume_from = last_complete_checkpoint(out_dir) if hp.resume and out_dir.exists() else None
     results_file = results / f"{name}_train.json"
@@ -173,6 +216,7 @@ def train(params: config.Params, name: str) -> dict:
         staging.rename(final_dir)  # final/ is the old model or the new one, never half of one
         atomic.write_json(results_file, summary)
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)
+        model_card.write(params, name)
     return {**summary, "history": trainer.state.log_history}
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import demo_slice
 from lib import charts, config, evaluate, families, pipeline, report, split, train
-from lib.families import whisper
+from lib.families import Family, whisper
 
 FAMILY_DIR = config.PROJECT_ROOT / "lib" / "families"
 
@@ -48,6 +48,8 @@ class Throwaway(whisper.Whisper):
     notebook = "04b_train_throwaway"
     params_class = ThrowawayParams
 
+    maker, make, unavailable = Family.maker, Family.make, Family.unavailable  # no import_from: the base's ways
+
     def model_names(self, hp):
         return {"checkpoint": hp.checkpoint}
 
@@ -66,8 +68,8 @@ def throwaway(monkeypatch):
 
 def throwaway_section(out: Path) -> dict:
     section = {k: v for k, v in config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")["whisper"].items()
-               if k != "model"}
-    return {**section, "checkpoint": str(out / "models" / "throwaway"), "epochs": 1, "checkpoint_steps": 100,
+               if k not in ("model", "import_from")}
+    return {**section, "checkpoint": str(out / "models" / "throwaway"), "build_tiny": True, "epochs": 1, "checkpoint_steps": 100,
             "eval_segments": 4, "max_length": 16}
 
 

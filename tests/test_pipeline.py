@@ -17,7 +17,8 @@ def run_cli(*args):
                           cwd=config.PROJECT_ROOT)
 
 
-TINY_WHISPER = ["whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
+TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true",
+                "whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
                 "whisper.eval_segments=6", "whisper.max_length=24"]
 TINY_E2E = ["e2e.epochs=1", "e2e.batch_size=8", "e2e.checkpoint_steps=10", "e2e.logging_steps=5",
             "e2e.eval_segments=6", "e2e.max_length=24"]

@@ -152,6 +152,7 @@ def _train_command(tmp_path, *extra):
     corpus = demo_slice(tmp_path / "corpus", per_speaker=2)
     out = tmp_path / "out"
     overrides = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo",
+                 "whisper.import_from=", "whisper.build_tiny=true",
                  "whisper.batch_size=8", "whisper.epochs=2", "whisper.checkpoint_steps=4", "whisper.logging_steps=2",
                  "whisper.eval_segments=4", "whisper.max_length=24"]
     params = config.load("params/demo.yaml", config.parse_overrides(overrides))

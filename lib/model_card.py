@@ -1,0 +1,133 @@
+"""The model card (`README.md`, Hugging Face conventions) of a trained model: what it starts from, the data it saw,
+how it was trained, and its scores with intervals on each evaluated set, saying which set measures generalization.
+
+Written into `<family>/final/` at the end of training (val scores) and again by 05 (test scores), from the files the
+stages wrote; a card says only what those files hold.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lib import atomic, config, families
+
+SET_NAMES = {"test": "test split", "heldout": "held-out set"}
+
+
+def write(params: config.Params, name: str) -> Path:
+    """Write `<name>/final/README.md` from the run's results; returns its path."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    family, hp, paths = families.get(name), params.section(name), params.paths
+    folder = paths.model(name) / "final"
+    trained = _read(paths.results / f"{name}_train.json")
+    report = _read(paths.splits / "split_report.json")
+    scored = {split: summary for split in params.eval_sets
+              if (summary := _read(paths.metrics(name, split)))}
+    base_model = _base_model(family, hp)
+    results = []
+    for split, summary in scored.items():
+        for task, metric, task_type, task_name in (("transcribe", "wer", "automatic-speech-recognition",
+                                                    "Speech recognition (code-switched transcript)"),
+                                                   ("translate", "bleu", "translation",
+                                                    "Speech translation (Vietnamese-English to English)")):
+            score = summary["tasks"].get(task, {}).get("metrics", {}).get(metric)
+            if score and score["value"] is not None:
+                results.append(EvalResult(task_type=task_type, task_name=task_name, dataset_type="custom",
+                                          dataset_name=f"{params.profile} {SET_NAMES[split]}", dataset_split=split,
+                                          metric_type=metric, metric_name=metric.upper(), metric_value=score["value"]))
+    data = ModelCardData(language=["vi", "en"], base_model=base_model,
+                         pipeline_tag="automatic-speech-recognition", model_name=f"{params.profile}-{name}",
+                         tags=["code-switching", "vietnamese", "speech-translation", family.name],
+                         eval_results=results or None)
+    body = [f"# {family.label} for Vietnamese-English code-switched speech ({params.profile})", "",
+            f"Fine-tuned by vi-en-cs-speech from {base_model or ', '.join(family.model_names(hp).values())} to give "
+            "the code-switched transcript of Vietnamese speech that switches into English, and its English "
+            f"translation; the task is chosen at generation ({_prefixes(family)}).", "",
+            *_usage(family), *_data(report), *_training(hp, trained), *_scores(scored, report)]
+    return atomic.write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+
+def _base_model(family: families.Family, hp) -> str | None:
+    """The hub id the run started from: the params' own when it is one, or the one an import recorded."""
+    names = list(family.model_names(hp).values())
+    imported = _read(config.resolve(names[0]) / "ct2_import.json")
+    if imported:
+        return imported.get("base_model")
+    return names[0] if len(names) == 1 and not config.resolve(names[0]).exists() else None
+
+
+def _prefixes(family: families.Family) -> str:
+    return ", ".join(f"{task}: `{family.forced_prefix(task)}`" for task in ("transcribe", "translate"))
+
+
+def _usage(family: families.Family) -> list[str]:
+    return ["## How to use", "", "```python", family.usage.strip("\n"), "```", ""]
+
+
+def _data(report: dict | None) -> list[str]:
+    if not report:
+        return []
+    lines = ["## Training data", "", f"From `{report['manifest']['manifest']}` "
+             f"({report['manifest']['hours']:.2f} h, {report['manifest']['valid_rows']} segments, "
+             f"{report['groups']} {report['disjoint_by']}), split by audio duration and {report['disjoint_by']}:", "",
+             "| split | hours | segments | speakers | word trigrams seen in train (%) |", "|---|---|---|---|---|"]
+    for split, stats in report["splits"].items():
+        overlap = stats["trigram_overlap_with_train"]
+        lines.append(f"| {split} | {stats['hours']:.3f} | {stats['segments']} | {stats['speakers']} | "
+                     f"{'' if overlap is None else overlap} |")
+    if "heldout" in report:
+        held = report["heldout"]
+        lines.append(f"| held-out set (not trained on) | {held['hours']:.3f} | {held['valid_rows']} | "
+                     f"{held['speakers']} | {held['trigram_overlap_with_train']} |")
+    return [*lines, ""]
+
+
+def _training(hp, trained: dict | None) -> list[str]:
+    lines = ["## Training", "", "| setting | value |", "|---|---|"]
+    for key in ("learning_rate", "batch_size", "grad_accum", "epochs", "warmup_ratio", "precision",
+                "gradient_checkpointing"):
+        lines.append(f"| {key} | {getattr(hp, key)} |")
+    if trained:
+        lines += [f"| optimizer steps | {trained['global_step']} |",
+                  f"| checkpoint kept (best val WER) | {trained['best_checkpoint']} |",
+                  f"| trainable parameters | {trained['parameters']['trainable']:,} of "
+                  f"{trained['parameters']['total']:,} |", f"| device | {trained['device']} |"]
+        final, untrained = trained["final"], trained["untrained"]
+        lines += ["", "Val scores (greedy decoding), as it started and fine-tuned:", "",
+                  "| | WER (%) | BLEU |", "|---|---|---|",
+                  f"| as it started | {untrained.get('untrained_transcribe_wer', 0):.1f} | "
+                  f"{untrained.get('untrained_translate_bleu', 0):.1f} |",
+                  f"| fine-tuned | {final.get('final_transcribe_wer', 0):.1f} | "
+                  f"{final.get('final_translate_bleu', 0):.1f} |"]
+    return [*lines, ""]
+
+
+def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
+    if not scored:
+        return ["## Evaluation", "", "Not evaluated yet (05_evaluate writes the scores here).", ""]
+    lines = ["## Evaluation", "", "95 % bootstrap intervals over utterances; WER and CER on normalized text "
+             "(Vietnamese diacritics kept), BLEU and chrF by sacrebleu.", "",
+             "| set | segments | WER (%) | CER (%) | BLEU | chrF |", "|---|---|---|---|---|---|"]
+    for split, summary in scored.items():
+        cells = []
+        for task, metric in (("transcribe", "wer"), ("transcribe", "cer"), ("translate", "bleu"),
+                             ("translate", "chrf")):
+            score = summary["tasks"].get(task, {}).get("metrics", {}).get(metric)
+            low, high = score["ci95"] if score else (None, None)
+            cells.append("" if not score or score["value"] is None else
+                         f"{score['value']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else ""))
+        lines.append(f"| {SET_NAMES[split]} | {summary['segments']} | " + " | ".join(cells) + " |")
+    if report:
+        test = report["splits"]["test"]["trigram_overlap_with_train"]
+        held = report.get("heldout", {}).get("trigram_overlap_with_train")
+        lines += ["", f"The test split's speakers are not in training, but {test} % of its word trigrams occur in the "
+                  "training transcripts: its score says how well the model handles new voices saying familiar "
+                  "sentences, and flatters it when the sentences share templates with training."
+                  + (f" The held-out set has new speakers and new sentences ({held} % of its trigrams occur in "
+                     "training): its score is the one that measures generalization." if held is not None else "")]
+    return [*lines, ""]
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
