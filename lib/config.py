@@ -92,6 +92,7 @@ class EvaluationParams:
     max_length: int  # generated tokens at most, prefix included
     precision: Precision  # of inference on a GPU (the CPU decodes in fp32)
     bootstrap_resamples: int  # for the 95 % intervals (0: no intervals)
+    segments: int  # segments scored per set (0: all); fewer, taken from every speaker in turn, for a quick run
     target_wer: float  # percent; a model passes below it
     target_bleu: float  # a model passes above it
     untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
@@ -100,8 +101,8 @@ class EvaluationParams:
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
                     if getattr(self, name) < 1]
-        if self.bootstrap_resamples < 0:
-            problems.append("bootstrap_resamples: must be 0 or more")
+        if self.bootstrap_resamples < 0 or self.segments < 0:
+            problems.append("bootstrap_resamples and segments: must be 0 or more")
         return problems
 
 

@@ -575,9 +575,10 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
 
 def parity(params: config.Params) -> dict:
     """05's deployment check: export `whisper/final` in each quantization of `evaluation.ct2_parity` (to
-    `whisper/ct2-<quantization>/`), decode the test split's transcripts with ctranslate2 as 05 decoded them with
-    transformers (language and task forced, the same beam width and length), and compare: WER of each, the
-    difference, hypotheses that differ, decoding speed. Writes and returns `results/whisper_ct2_parity.json`."""
+    `whisper/ct2-<quantization>/`), decode the segments 05 scored with ctranslate2 as 05 decoded them with transformers
+    (both tasks from one encoder pass, language and task forced, the same beam width and length), and compare: WER and
+    BLEU of each, the differences, transcripts that differ, decoding speed. Writes and returns
+    `results/whisper_ct2_parity.json`."""
     import ctranslate2
 
     from lib import evaluate, metrics, text
@@ -585,65 +586,74 @@ def parity(params: config.Params) -> dict:
 
     hp, paths = params.evaluation, params.paths
     model_dir = paths.model("whisper") / "final"
-    hf = evaluate.read_predictions(paths.results, "whisper", "transcribe")
-    hf_summary = json.loads((paths.results / "whisper_metrics.json").read_text(encoding="utf-8"))
+    hf = {task: evaluate.read_predictions(paths.results, "whisper", task) for task in ("transcribe", "translate")}
+    hf_summary = json.loads(paths.metrics("whisper").read_text(encoding="utf-8"))
     bundle = whisper.load_whisper(model_dir)
     test = whisper.FAMILY.prepare_features(paths, bundle, splits=("test",))["test"].load()
     by_id = {segment_id: i for i, segment_id in enumerate(test["id"])}
     mels = test.with_format("numpy", columns=["input_features"])
-    inputs = [mels[by_id[segment_id]]["input_features"] for segment_id in hf["id"]]
+    ids = hf["transcribe"]["id"].tolist()
+    inputs = [mels[by_id[segment_id]]["input_features"] for segment_id in ids]
+    translated = [ids.index(segment_id) for segment_id in hf["translate"]["id"]]
+    references = {task: frame["reference"].tolist() for task, frame in hf.items()}
+    hf_texts = {task: frame["hypothesis"].tolist() for task, frame in hf.items()}
+    hf_scores = {"wer": metrics.wer(references["transcribe"], hf_texts["transcribe"]),
+                 "bleu": metrics.bleu(references["translate"], hf_texts["translate"])}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    references, hf_texts = hf["reference"].tolist(), hf["hypothesis"].tolist()
-    hf_wer = metrics.wer(references, hf_texts)
     rows = []
     for quantization in hp.ct2_parity:
         out = export(model_dir, paths.model("whisper") / f"ct2-{quantization}", quantization)
         model = ctranslate2.models.Whisper(str(out), device=device)
         began = time.perf_counter()
-        texts = decode(model, bundle, inputs, hf["duration"].tolist(), hp)
+        texts = decode(model, bundle, inputs, hf["transcribe"]["duration"].tolist(), hp)
         seconds = time.perf_counter() - began
-        wer = metrics.wer(references, texts)
-        same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b) for a, b in zip(texts, hf_texts))
+        wer = metrics.wer(references["transcribe"], texts["transcribe"])
+        bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
+        same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
+                   for a, b in zip(texts["transcribe"], hf_texts["transcribe"]))
         rows.append({"quantization": quantization, "compute_type": model.compute_type,
                      "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1),
-                     "wer": round(wer, 2), "hf_wer": round(hf_wer, 2), "delta_wer": round(wer - hf_wer, 2),
-                     "same_hypotheses": same, "segments": len(texts),
-                     "utterances_per_second": round(len(texts) / seconds, 2),
-                     "hf_utterances_per_second": hf_summary["tasks"]["transcribe"]["utterances_per_second"]})
-        log.info("ct2 %s: WER %.2f (transformers %.2f), %d of %d hypotheses the same", quantization, wer, hf_wer,
-                 same, len(texts))
-    result = {"model": str(model_dir), "task": "transcribe", "split": "test", "device": device,
-              "ctranslate2": ctranslate2.__version__, "decoding": hf_summary["decoding"], "rows": rows}
+                     "wer": round(wer, 2), "hf_wer": round(hf_scores["wer"], 2),
+                     "delta_wer": round(wer - hf_scores["wer"], 2), "bleu": round(bleu, 2),
+                     "hf_bleu": round(hf_scores["bleu"], 2), "delta_bleu": round(bleu - hf_scores["bleu"], 2),
+                     "same_transcripts": same, "segments": len(ids),
+                     "segments_per_second": round(len(ids) / seconds, 2),
+                     "hf_segments_per_second": hf_summary["decoding"]["segments_per_second"]})
+        log.info("ct2 %s: WER %.2f (transformers %.2f), %d of %d transcripts the same", quantization, wer,
+                 hf_scores["wer"], same, len(ids))
+    result = {"model": str(model_dir), "split": "test", "device": device, "ctranslate2": ctranslate2.__version__,
+              "decoding": hf_summary["decoding"], "rows": rows}
     atomic.write_json(paths.results / "whisper_ct2_parity.json", result)
     return result
 
 
-def decode(model, bundle, log_mels: list[np.ndarray], durations: list[float], hp) -> list[str]:
-    """Transcripts from a ctranslate2 Whisper for cached log-mels, longest first in batches, with what transformers
-    is given in 05: `<|vi|><|transcribe|><|notimestamps|>`, the beam width and length, the model's suppress list and
-    the timestamp tokens suppressed."""
+def decode(model, bundle, log_mels: list[np.ndarray], durations: list[float], hp) -> dict[str, list[str]]:
+    """Both tasks' texts from a ctranslate2 Whisper for cached log-mels, longest first in batches, each batch encoded
+    once, with what transformers is given in 05: `<|vi|><|transcribe|>` or `<|vi|><|translate|>` and
+    `<|notimestamps|>`, the beam width and length, the model's suppress list and the timestamp tokens suppressed."""
     import ctranslate2
 
-    from lib import features
+    from lib import features, tasks
     from lib.families import whisper
 
     tokenizer = bundle.tokenizer
-    prompt = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{whisper.SOURCE_LANGUAGE}|>",
-                                              "<|transcribe|>", "<|notimestamps|>"])
+    prompts = {task: tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{whisper.SOURCE_LANGUAGE}|>",
+                                                      f"<|{task}|>", "<|notimestamps|>"]) for task in tasks.TASKS}
     generation = bundle.model.generation_config
     suppress = sorted(set(generation.suppress_tokens or [])
                       | set(range(generation.no_timestamps_token_id + 1, len(tokenizer))))
     window = bundle.feature_extractor.nb_max_frames
     order = np.argsort(-np.asarray(durations), kind="stable")
-    texts = [""] * len(log_mels)
+    texts = {task: [""] * len(log_mels) for task in tasks.TASKS}
     for first in range(0, len(order), hp.batch_size):
         chosen = order[first:first + hp.batch_size]
-        batch = features.pad_log_mel([log_mels[i] for i in chosen], window)
-        results = model.generate(ctranslate2.StorageView.from_array(batch), [prompt] * len(chosen),
-                                 beam_size=hp.num_beams, max_length=hp.max_length - len(prompt),
-                                 suppress_tokens=suppress)
-        for index, result in zip(chosen, results):
-            texts[index] = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
+        encoded = model.encode(ctranslate2.StorageView.from_array(
+            features.pad_log_mel([log_mels[i] for i in chosen], window)))
+        for task, prompt in prompts.items():
+            results = model.generate(encoded, [prompt] * len(chosen), beam_size=hp.num_beams,
+                                     max_length=hp.max_length - len(prompt), suppress_tokens=suppress)
+            for index, result in zip(chosen, results):
+                texts[task][index] = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
     return texts
 
 

@@ -56,15 +56,24 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     bundle.model.to(device, precision.dtype(hp.precision, device))
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
+    chosen = sample(test["speaker"], hp.segments)
     inputs = test.with_format("numpy", columns=[family.input_column])
-    rows = {c: test[c] for c in features.ROW_COLUMNS}
+    rows = {c: [test[c][i] for i in chosen] for c in features.ROW_COLUMNS}
     label = config.result_name(name, split, untrained)
+    options = [tasks.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
+    started = time.perf_counter()
+    decoded = decode_longest_first(family, bundle, [inputs[i][family.input_column] for i in chosen],
+                                   rows["duration"], options)
+    seconds = time.perf_counter() - started
+    log.info("%s: %d segments, both tasks from one encoder pass, in %.1f s", label, len(chosen), seconds)
     summary = {
         "model_type": name, "model": "untrained" if untrained else "trained", "model_path": model_path,
-        "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(test),
+        "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(chosen),
+        "segments_in_split": len(test),
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,
                      "dtype": str(bundle.model.dtype).removeprefix("torch."),
-                     "forced": {t: family.forced_prefix(t) for t in tasks.TASKS}},
+                     "forced": {t: family.forced_prefix(t) for t in tasks.TASKS},
+                     "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
         "bootstrap": {"resamples": hp.bootstrap_resamples, "seed": params.seed,
                       "interval": "95 % percentile bootstrap over utterances"},
         "device": str(device), "tasks": {},
@@ -72,11 +81,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     for task in tasks.TASKS:
         column = tasks.TEXT_COLUMN[task]
         picked = [i for i, t in enumerate(rows[column]) if t]
-        started = time.perf_counter()
-        hypotheses = decode_longest_first(family, bundle, [inputs[i][family.input_column] for i in picked],
-                                          [rows["duration"][i] for i in picked],
-                                          tasks.DecodingOptions.for_test(task, hp))
-        seconds = time.perf_counter() - started
+        hypotheses = [decoded[task][i] for i in picked]
         references = [rows[column][i] for i in picked]
         tags = [rows["lang_tags"][i].split() for i in picked]
         frame = pd.DataFrame({c: [rows[c][i] for i in picked] for c in ("id", "speaker", "duration")}).round(3)
@@ -90,10 +95,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         frame = pd.concat([frame, scored.utterances], axis=1)
         frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
         atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
-        summary["tasks"][task] = {"samples": len(picked), "seconds": round(seconds, 2),
-                                  "utterances_per_second": round(len(picked) / seconds, 2) if seconds else None,
-                                  **scored.to_dict(), **extra}
-        log.info("%s %s: %d segments in %.1f s", label, task, len(picked), seconds)
+        summary["tasks"][task] = {"samples": len(picked), **scored.to_dict(), **extra}
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -124,15 +126,34 @@ def load(family: families.Family, model_dir: Path) -> families.Bundle:
 
 
 def decode_longest_first(family: families.Family, bundle: families.Bundle, inputs: list[np.ndarray],
-                         durations: list[float], options: tasks.DecodingOptions) -> list[str]:
-    """Decode in order of duration, longest first (similar lengths share a batch, so less padding and fewer
-    finished rows waiting on a long one; an out-of-memory shows at once), and return the texts in input order."""
+                         durations: list[float], options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+    """Decode every task in order of duration, longest first (similar lengths share a batch, so less padding and
+    fewer finished rows waiting on a long one; an out-of-memory shows at once); task -> texts in input order."""
     order = np.argsort(-np.asarray(durations), kind="stable")
-    texts = family.decode(bundle, [inputs[i] for i in order], options)
-    result = [""] * len(inputs)
-    for position, index in enumerate(order):
-        result[index] = texts[position]
+    decoded = family.decode(bundle, [inputs[i] for i in order], options)
+    result = {}
+    for task, texts in decoded.items():
+        result[task] = [""] * len(inputs)
+        for position, index in enumerate(order):
+            result[task][index] = texts[position]
     return result
+
+
+def sample(speakers: list[str], limit: int) -> list[int]:
+    """Row indices to score: all (`limit` 0), or `limit` of them taken from the speakers in turn, so that every
+    speaker is in a small sample."""
+    if not limit or limit >= len(speakers):
+        return list(range(len(speakers)))
+    by_speaker: dict[str, list[int]] = {}
+    for i, speaker in enumerate(speakers):
+        by_speaker.setdefault(speaker, []).append(i)
+    queues = list(by_speaker.values())
+    chosen = []
+    while len(chosen) < limit:
+        for queue in queues:
+            if queue and len(chosen) < limit:
+                chosen.append(queue.pop(0))
+    return sorted(chosen)
 
 
 def targets(summary: dict, hp: config.EvaluationParams) -> list[dict]:

@@ -242,7 +242,7 @@ def val_samples(params: config.Params, name: str, per_task: int = 4) -> pd.DataF
         text = tasks.TEXT_COLUMN[task]
         picked = [i for i in range(len(val)) if val[i][text]][:per_task]
         hyps = family.decode(bundle, [np.asarray(val[i][family.input_column], np.float32) for i in picked],
-                             tasks.DecodingOptions.for_validation(task, hp))
+                             [tasks.DecodingOptions.for_validation(task, hp)])[task]
         rows += [{"task": task, "id": val[i]["id"], "reference": val[i][text], "hypothesis": h}
                  for i, h in zip(picked, hyps)]
     return pd.DataFrame(rows)

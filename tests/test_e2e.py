@@ -103,5 +103,6 @@ def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(fol
         assert out[:, 0].tolist() == [2] * 4  # </s>, mBART's decoder start
         assert tokenizer.convert_ids_to_tokens(out[:, 1].tolist()) == [code] * 4
     texts_out = family.decode(bundle, [b["input_values"] for b in batch[:2]],
-                              tasks.DecodingOptions("translate", num_beams=1, max_length=48, batch_size=16))
-    assert texts_out[1] == texts["translate"]  # learned on this batch, decoded in English on request
+                              [tasks.DecodingOptions(task, num_beams=1, max_length=48, batch_size=16)
+                               for task in ("transcribe", "translate")])  # both from one encoder pass
+    assert texts_out["transcribe"][0] == texts["transcribe"] and texts_out["translate"][1] == texts["translate"]

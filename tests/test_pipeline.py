@@ -1,5 +1,6 @@
 """The runner executes the real notebooks with papermill."""
 import json
+import os
 import subprocess
 import sys
 
@@ -12,9 +13,9 @@ from lib import config, pipeline
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args):
+def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "lib.pipeline", *args], capture_output=True, text=True,
-                          cwd=config.PROJECT_ROOT)
+                          cwd=config.PROJECT_ROOT, env={**os.environ, **(env or {})})
 
 
 TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true",
@@ -64,6 +65,11 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert summary["train_samples_per_second"] > 0 and summary["peak_memory_mb"] > 0
     history = json.loads((out / "results" / "whisper_history.json").read_text())
     assert [h["loss"] for h in history if "loss" in h]
+    report = nbformat.read(out / "reports" / "03_train_whisper.ipynb", as_version=4)
+    logged = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"whisper step {summary['global_step']}/{summary['global_step']} (100%)" in logged and "ETA 0:00:00" in logged
+    events = list((out / "tensorboard" / "whisper").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 1000  # the curves, in TensorBoard as the run goes
     assert (out / "whisper" / "final" / "model.safetensors").stat().st_size > 1e6
     assert (out / "charts" / "whisper_training.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -88,6 +94,8 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert len(provenance["params_sha256"]) == 64 and "dirty" in (provenance["git"] or {"dirty": None})
 
     check_evaluation(out, corpus)
+    check_generalization(out)
+    check_model_card(out)
     check_charts(out)
 
 
@@ -112,7 +120,7 @@ def check_evaluation(out, corpus):
         assert "tok:13a" in translate["metrics"]["bleu"]["signature"]
         assert [(t["task"], t["metric"], t["target"]) for t in summary["targets"]] == [
             ("transcribe", "wer", "< 15"), ("translate", "bleu", "> 25")]
-        assert transcribe["utterances_per_second"] > 0
+        assert summary["decoding"]["segments_per_second"] > 0
         predictions = (out / "results" / f"predictions_{model_type}_transcribe.tsv").read_text().splitlines()
         columns = predictions[0].split("\t")
         assert {"id", "reference", "hypothesis", "wer", "errors", "cmi_bin"} <= set(columns)
@@ -142,13 +150,53 @@ def check_evaluation(out, corpus):
     assert "pass" in outputs or "fail" in outputs
 
 
+def check_generalization(out):
+    """05 scores the held-out set with every fine-tuned model and with every starting model, and the CTranslate2
+    exports against transformers on the test split."""
+    heldout = len((out / "splits" / "heldout.tsv").read_text().splitlines()) - 1
+    assert heldout == 48
+    for name in ("whisper", "e2e"):
+        for label in (f"{name}_heldout", f"{name}_untrained_heldout"):
+            summary = json.loads((out / "results" / f"{label}_metrics.json").read_text())
+            assert summary["split"] == "heldout" and summary["segments"] == heldout
+            assert summary["model"] == ("untrained" if "untrained" in label else "trained")
+            assert 0 <= summary["tasks"]["transcribe"]["metrics"]["wer"]["value"]
+    parity = json.loads((out / "results" / "whisper_ct2_parity.json").read_text())
+    whisper = json.loads((out / "results" / "whisper_metrics.json").read_text())
+    assert [r["quantization"] for r in parity["rows"]] == ["float16", "int8"]
+    for row in parity["rows"]:
+        assert row["hf_wer"] == pytest.approx(whisper["tasks"]["transcribe"]["metrics"]["wer"]["value"], abs=0.01)
+        assert row["segments"] == whisper["segments"] and row["segments_per_second"] > 0
+        assert row["delta_wer"] == pytest.approx(row["wer"] - row["hf_wer"], abs=0.02)
+        assert (out / "whisper" / f"ct2-{row['quantization']}" / "model.bin").exists()
+    report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
+    shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
+    assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
+
+
+def check_model_card(out):
+    """Each trained model's folder carries a model card with its test scores."""
+    import yaml
+
+    for name in ("whisper", "e2e"):
+        card = (out / name / "final" / "README.md").read_text(encoding="utf-8")
+        front = yaml.safe_load(card.split("---")[1])
+        assert front["language"] == ["vi", "en"] and front["pipeline_tag"] == "automatic-speech-recognition"
+        results = front["model-index"][0]["results"]
+        metrics = json.loads((out / "results" / f"{name}_metrics.json").read_text())
+        wer = metrics["tasks"]["transcribe"]["metrics"]["wer"]
+        assert results[0]["metrics"][0] == {"type": "wer", "value": wer["value"], "name": "WER"}
+        assert f"| test split | {metrics['segments']} | {wer['value']:.1f} [" in card
+        assert "held-out set" in card and "measures generalization" in card
+
+
 def check_charts(out):
     for chart in ("training_loss.png", "wer_comparison.png", "bleu_comparison.png", "per_language_errors.png",
-                  "wer_by_cmi.png", "split_overview.png"):
+                  "wer_by_cmi.png", "split_overview.png", "generalization.png"):
         png = (out / "charts" / chart).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, chart
     html = (out / "reports" / "06_charts.html").read_text(encoding="utf-8")
-    assert html.count("<img") >= 6 and "The verdict" in html
+    assert html.count("<img") >= 7 and "The verdict" in html
 
 
 def test_failing_notebook_stops_the_run_and_keeps_its_report(tmp_path):
@@ -163,6 +211,22 @@ def test_failing_notebook_stops_the_run_and_keeps_its_report(tmp_path):
     assert errors and errors[0].ename == "ManifestError"
     assert (out / "reports" / "01_split.html").exists()
     assert json.loads((out / "provenance.json").read_text())["notebooks"][-1]["status"] == "failed"
+
+
+def test_models_that_cannot_be_had_stop_the_run_before_anything_runs(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--params", "params/dev.yaml", "--set", f"output_dir={out}", env={"HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "the params name models that cannot be had; nothing ran" in proc.stderr
+    for key, name in (("whisper.model", "openai/whisper-tiny"), ("e2e.encoder", "facebook/wav2vec2-base"),
+                      ("e2e.decoder", "facebook/mbart-large-50")):
+        assert f"{key}: '{name}' is no local folder and is not in the Hugging Face cache" in proc.stderr
+    assert "whisper.import_from" in proc.stderr  # Whisper's way round the hub is named
+    assert not (out / "reports").exists()
+    proc = run_cli("--params", "params/dev.yaml", "--only", "03", "--set", f"whisper.model={tmp_path}",
+                   "--set", f"output_dir={out}")
+    assert proc.returncode == 2 and f"whisper.model: {tmp_path} holds no complete model" in proc.stderr
+    assert "e2e." not in proc.stderr  # 03 needs Whisper only
 
 
 def test_kernel_death_is_reported_as_such(tmp_path):

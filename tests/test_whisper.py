@@ -64,8 +64,9 @@ def test_generation_forces_language_and_task_and_stays_short_form(tiny):
     kwargs = family.generation_kwargs(tiny, options)
     assert kwargs["language"] == "vi" and kwargs["task"] == "translate" and kwargs["max_length"] == 12
     assert tiny.tokenizer.convert_tokens_to_ids("<|0.00|>") in kwargs["suppress_tokens"]
-    texts = family.decode(tiny, [mel, mel], options)
-    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    texts = family.decode(tiny, [mel, mel], [options, tasks.DecodingOptions("transcribe", 1, 12, 16)])
+    assert {task: len(t) for task, t in texts.items()} == {"translate": 2, "transcribe": 2}
+    assert texts["translate"] == family.decode(tiny, [mel, mel], [options])["translate"]  # one encoder pass for both
 
 
 def test_padded_log_mel_equals_the_extractors_30s_input(tmp_path):

