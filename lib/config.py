@@ -66,6 +66,7 @@ class TrainingParams:
     epochs: float
     precision: Precision
     gradient_checkpointing: bool
+    share_encoder: bool  # a segment's examples train on one encoder pass; batch_size then counts segments
     checkpoint_steps: int  # evaluate on val and save a checkpoint every this many optimizer steps
     logging_steps: int
     eval_segments: int  # val segments scored during training per task (0: all)

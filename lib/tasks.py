@@ -56,6 +56,7 @@ class ExampleSet(torch.utils.data.Dataset):
         self.task = task
         durations = dataset["duration"]
         self.lengths = [int(durations[e.row] * SAMPLE_RATE) for e in examples]
+        self.example_count = len(examples)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -63,6 +64,30 @@ class ExampleSet(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
         return {self.column: self.inputs[example.row][self.column], "labels": example.labels}
+
+
+class SegmentSet(torch.utils.data.Dataset):
+    """Training examples grouped by the input they share: each item is one cached input (`column`) with the labels
+    of each of its tasks (`task_labels`), so that a batch runs the encoder once per input (see
+    `families.base.share_encoder`). `lengths` as for ExampleSet, one per input."""
+
+    def __init__(self, dataset, examples: list[Example], column: str):
+        self.inputs = dataset.with_format("numpy", columns=[column])
+        self.column = column
+        grouped: dict[int, list[Example]] = {}
+        for example in examples:
+            grouped.setdefault(example.row, []).append(example)
+        self.groups = list(grouped.values())
+        self.example_count = len(examples)
+        durations = dataset["duration"]
+        self.lengths = [int(durations[group[0].row] * SAMPLE_RATE) for group in self.groups]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict:
+        group = self.groups[index]
+        return {self.column: self.inputs[group[0].row][self.column], "task_labels": [e.labels for e in group]}
 
 
 def val_sets(dataset, examples: list[Example], column: str, limit: int) -> dict[str, ExampleSet]:

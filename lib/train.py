@@ -163,7 +163,11 @@ def train(params: config.Params, name: str) -> dict:
     train_set, val_set = cached["train"].load(), cached["val"].load()
     train_examples, filtered = family.examples(bundle, train_set, "train")
     val_examples, val_filtered = family.examples(bundle, val_set, "val")
-    train_dataset = tasks.ExampleSet(train_set, train_examples, family.input_column)
+    if hp.share_encoder:
+        train_dataset = tasks.SegmentSet(train_set, train_examples, family.input_column)
+        families.share_encoder(family, bundle)
+    else:
+        train_dataset = tasks.ExampleSet(train_set, train_examples, family.input_column)
     eval_sets = tasks.val_sets(val_set, val_examples, family.input_column, hp.eval_segments)
 
     set_seed(params.seed)
@@ -177,6 +181,7 @@ def train(params: config.Params, name: str) -> dict:
         logging_steps=hp.logging_steps, save_total_limit=2, load_best_model_at_end=True,
         metric_for_best_model="transcribe_wer", greater_is_better=False, predict_with_generate=True,
         train_sampling_strategy=family.sampling, dataloader_num_workers=hp.dataloader_workers, report_to="none",
+        remove_unused_columns=False,  # the family's collator reads every field of its items (task_labels too)
         seed=params.seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
         **precision.trainer_flags(hp.precision),
     )
@@ -190,21 +195,25 @@ def train(params: config.Params, name: str) -> dict:
     previous = json.loads(results_file.read_text()) if resume_from and results_file.exists() else {}
     untrained = previous.get("untrained") or trainer.evaluate(metric_key_prefix="untrained")
     log.info("%s", f"resuming from {resume_from}" if resume_from else "training from the start")
+    start_epoch = json.loads((resume_from / "trainer_state.json").read_text())["epoch"] if resume_from else 0.0
     began = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - began
-    final = trainer.evaluate(metric_key_prefix="final")
+    final = kept_scores(trainer.state) or trainer.evaluate(metric_key_prefix="final")
     no_new_steps = previous and resume_from and trainer.state.global_step == int(resume_from.name.split("-")[1])
+    examples_per_second = train_dataset.example_count * (trainer.state.epoch - start_epoch) / \
+        output.metrics["train_runtime"]
     summary = {
         "model": family.model_names(hp), "parameters": families.count_parameters(bundle.model),
         "world_size": args.world_size, "resumed_from": resume_from.name if resume_from else None,
         "global_step": trainer.state.global_step,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
-        "examples": {"train": len(train_dataset), **{f"val_{t}": len(s) for t, s in eval_sets.items()}},
+        "examples": {"train": train_dataset.example_count, **{f"val_{t}": len(s) for t, s in eval_sets.items()}},
+        "share_encoder": hp.share_encoder,
         "filtered": len(filtered) + len(val_filtered), **settings,
         "train_seconds": previous["train_seconds"] if no_new_steps else round(seconds, 1),
         "train_samples_per_second": previous["train_samples_per_second"] if no_new_steps
-        else output.metrics.get("train_samples_per_second"),
+        else round(examples_per_second, 3),  # examples (one segment and task each), whether or not batches share
         "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": hp.precision,
         "device": str(state.device), "untrained": untrained, "final": final,
     }
@@ -218,6 +227,14 @@ def train(params: config.Params, name: str) -> dict:
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)
         model_card.write(params, name)
     return {**summary, "history": trainer.state.log_history}
+
+
+def kept_scores(state) -> dict:
+    """The val scores of the checkpoint the Trainer kept, from its log (as `final_*`): the kept model scored at its
+    checkpoint, so scoring it again would give the same numbers. Empty when no checkpoint was scored."""
+    return {key.replace("eval_", "final_", 1): value for h in state.log_history
+            if state.best_global_step is not None and h["step"] == state.best_global_step
+            for key, value in h.items() if key.startswith("eval_")}
 
 
 def summary_table(summary: dict) -> pd.DataFrame:

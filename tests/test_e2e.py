@@ -106,3 +106,43 @@ def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(fol
                               [tasks.DecodingOptions(task, num_beams=1, max_length=48, batch_size=16)
                                for task in ("transcribe", "translate")])  # both from one encoder pass
     assert texts_out["transcribe"][0] == texts["transcribe"] and texts_out["translate"][1] == texts["translate"]
+
+
+def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_examples(folders):
+    from lib.families import base
+
+    family = families.get("e2e")
+    torch.manual_seed(0)
+    bundle = e2e.load_e2e(*folders)
+    model, tokenizer = bundle.model, bundle.tokenizer
+    e2e.freeze_for_training(model, lna=False)
+    waves = [torch.randn(8000).numpy() * 0.1, torch.randn(11200).numpy() * 0.1]
+    labels = {}
+    for task, text in (("transcribe", "Anh check email giúp em với"), ("translate", "Please check the email.")):
+        tokenizer.tgt_lang = e2e.LANGUAGE_CODES[task]
+        labels[task] = tokenizer(text_target=text).input_ids
+    separate = family.collate(bundle, [{"input_values": waves[0], "labels": labels["transcribe"]},
+                                       {"input_values": waves[0], "labels": labels["translate"]},
+                                       {"input_values": waves[1], "labels": labels["translate"]}])
+    shared = family.collate(bundle, [{"input_values": waves[0], "task_labels": [labels["transcribe"],
+                                                                               labels["translate"]]},
+                                     {"input_values": waves[1], "task_labels": [labels["translate"]]}])
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.eval()  # no dropout, so that both ways see the same network; gradients flow all the same
+    expected, expected_grads = loss_and_grads(separate)
+    handles = base.share_encoder(family, bundle)
+    try:
+        got, got_grads = loss_and_grads(shared)
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert got_grads.keys() == expected_grads.keys() and len(got_grads) > 50
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)

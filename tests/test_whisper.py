@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from conftest import demo_slice
 from lib import audio, config, families, features, split, tasks
@@ -203,3 +204,51 @@ def test_training_runs_under_accelerate_launch_with_two_processes(tmp_path):
     summary = json.loads((out / "results" / "whisper_train.json").read_text())
     assert summary["world_size"] == 2
     assert summary["final"]["final_transcribe_wer"] >= 0
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_examples(tiny, checkpointing):
+    from lib.families import base
+
+    family, model, tok = families.get("whisper"), tiny.model, tiny.tokenizer
+    rng = np.random.default_rng(0)
+    mels = [rng.normal(size=(120, 80)).astype(np.float16), rng.normal(size=(200, 80)).astype(np.float16)]
+    labels = {}
+    for task, text in (("transcribe", "Anh check email giúp em với"), ("translate", "Please check the email.")):
+        tok.set_prefix_tokens(language="vi", task=task, predict_timestamps=False)
+        labels[task] = tok(text).input_ids
+    separate = family.collate(tiny, [{"input_features": mels[0], "labels": labels["transcribe"]},
+                                     {"input_features": mels[0], "labels": labels["translate"]},
+                                     {"input_features": mels[1], "labels": labels["transcribe"]}])
+    shared = family.collate(tiny, [{"input_features": mels[0], "task_labels": [labels["transcribe"],
+                                                                              labels["translate"]]},
+                                   {"input_features": mels[1], "task_labels": [labels["transcribe"]]}])
+    assert shared["input_features"].shape[0] == 2 and shared["segment_index"].tolist() == [0, 0, 1]
+    assert torch.equal(shared["labels"], separate["labels"])
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    try:
+        expected, expected_grads = loss_and_grads(separate)
+        handles = base.share_encoder(family, tiny)
+        calls = []
+        handles.append(model.model.encoder.register_forward_hook(lambda *a: calls.append(a[1][0].shape[0])))
+        got, got_grads = loss_and_grads(shared)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.activation_checkpointing_disable()
+        model.zero_grad()
+    assert calls[0] == 2  # the encoder ran on the two segments, not on three examples
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert got_grads.keys() == expected_grads.keys()
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    assert model(**{k: v for k, v in separate.items()}).loss.isfinite()  # unhooked: the plain model again

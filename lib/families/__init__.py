@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from lib.families.base import Bundle, Family, count_parameters
+from lib.families.base import Bundle, Family, count_parameters, share_encoder
 
 FAMILIES: dict[str, Family] = {}
 
@@ -43,4 +43,4 @@ def _discover() -> None:
 
 _discover()
 
-__all__ = ["Bundle", "Family", "FAMILIES", "count_parameters", "get", "names", "register"]
+__all__ = ["Bundle", "Family", "FAMILIES", "count_parameters", "get", "names", "register", "share_encoder"]

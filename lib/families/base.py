@@ -91,10 +91,30 @@ class Family:
         raise NotImplementedError
 
     def collate(self, bundle: Bundle, batch: list[dict]) -> dict[str, torch.Tensor]:
-        """A training batch: padded model inputs and labels padded with -100."""
-        return {**self.model_inputs(bundle, [b[self.input_column] for b in batch]),
-                "labels": tasks.pad_labels(bundle.tokenizer, [b["labels"] for b in batch],
-                                           bundle.model.config.decoder_start_token_id)}
+        """A batch: padded model inputs and labels padded with -100. Items of a `tasks.SegmentSet` (several tasks'
+        labels per input) also give `segment_index`, the input of each label row, for `share_encoder`."""
+        start = bundle.model.config.decoder_start_token_id
+        inputs = self.model_inputs(bundle, [b[self.input_column] for b in batch])
+        if "task_labels" not in batch[0]:
+            return {**inputs, "labels": tasks.pad_labels(bundle.tokenizer, [b["labels"] for b in batch], start)}
+        labels = [labels for b in batch for labels in b["task_labels"]]
+        index = [i for i, b in enumerate(batch) for _ in b["task_labels"]]
+        return {**inputs, "labels": tasks.pad_labels(bundle.tokenizer, labels, start),
+                "segment_index": torch.tensor(index)}
+
+    def share(self, encoded: dict, index: torch.Tensor) -> dict:
+        """Forward keyword arguments for label rows drawn from encoded inputs by `index`: by default the encoder
+        output and any attention mask are repeated for each row (see `cross_attention_projections` for more)."""
+        from transformers.modeling_outputs import BaseModelOutput
+        from transformers.utils import ModelOutput
+
+        return {key: BaseModelOutput(last_hidden_state=value[0].index_select(0, index))
+                if isinstance(value, ModelOutput) else value.index_select(0, index) for key, value in encoded.items()}
+
+    def cross_attention_projections(self, model) -> list[torch.nn.Module]:
+        """The decoder's cross-attention key and value projections, when the family's `share` passes the encoder
+        output once per input and these projections' outputs are repeated for each row instead (default: none)."""
+        return []
 
     # --- decoding ----------------------------------------------------------------------------------------------------
 
@@ -153,6 +173,31 @@ class Family:
         """What to do about a model that cannot be had."""
         return (f"download it where the hub is reachable (`hf download {name}`, into the same cache), or point the "
                 "key at a local folder")
+
+
+def share_encoder(family: Family, bundle: Bundle) -> list:
+    """Make the model run its encoder once per input of a `tasks.SegmentSet` batch: a forward pre-hook takes the
+    batch's `segment_index`, encodes the inputs once (`family.encode`) and hands the decoder what `family.share` makes
+    of it, so a segment's transcribe and translate rows attend to one encoder output and their gradients add up in
+    it. Where the family names its cross-attention projections, their keys and values are computed once per input
+    too and repeated per row. Batches without `segment_index` (evaluation, generation) pass untouched. Returns the
+    hook handles."""
+    rows: dict[str, torch.Tensor | None] = {"index": None}  # also read when checkpointed layers recompute
+
+    def before_forward(module, args, kwargs):
+        rows["index"] = kwargs.pop("segment_index", None)
+        if rows["index"] is None:
+            return None
+        encoded = family.encode(bundle, kwargs)
+        kwargs.pop(family.input_column)
+        return args, {**kwargs, **family.share(encoded, rows["index"])}
+
+    def repeat_rows(module, inputs, output):
+        return output if rows["index"] is None else output.index_select(0, rows["index"])
+
+    projections = family.cross_attention_projections(bundle.model)
+    return [bundle.model.register_forward_pre_hook(before_forward, with_kwargs=True),
+            *[p.register_forward_hook(repeat_rows) for p in projections]]
 
 
 def local_or_hub(name: str) -> str:

@@ -128,6 +128,12 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
         return {"encoder_outputs": bundle.model.get_encoder()(batch["input_features"])}
 
+    def share(self, encoded: dict, index: torch.Tensor) -> dict:
+        return encoded  # one encoder output per input: the cross-attention projections repeat their keys and values
+
+    def cross_attention_projections(self, model) -> list[torch.nn.Module]:
+        return [p for layer in model.model.decoder.layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
+
     def forced_prefix(self, task: str) -> str:
         return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
 
