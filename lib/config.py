@@ -63,10 +63,15 @@ class TrainingParams:
     grad_accum: int
     learning_rate: float
     warmup_ratio: float
+    max_grad_norm: float  # gradients clipped to this norm (0: no clipping)
     epochs: float
     precision: Precision
     gradient_checkpointing: bool
     share_encoder: bool  # a segment's examples train on one encoder pass; batch_size then counts segments
+    freeze_encoder: bool  # train the decoder only (fast and small; gives most acoustic adaptation away)
+    lora_rank: int  # > 0: train LoRA adapters of this rank on lora_targets instead of the weights (peft)
+    lora_alpha: float  # LoRA scaling (alpha / rank multiplies the adapters' output)
+    lora_targets: tuple[str, ...]  # names of the modules that get adapters (q_proj, v_proj, ...)
     checkpoint_steps: int  # evaluate on val and save a checkpoint every this many optimizer steps
     logging_steps: int
     eval_segments: int  # val segments scored during training per task (0: all)
@@ -79,6 +84,10 @@ class TrainingParams:
                     "checkpoint_steps", "logging_steps", "max_length") if getattr(self, name) < 1]
         if not 0 <= self.warmup_ratio < 1:
             problems.append("warmup_ratio: must be in [0, 1)")
+        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
+            problems.append("lora_rank: must be 0 (no LoRA) or more, with lora_targets naming modules")
+        if self.max_grad_norm < 0:
+            problems.append("max_grad_norm: must be 0 or more")
         if self.epochs <= 0 or self.learning_rate <= 0:
             problems.append("epochs and learning_rate: must be above 0")
         return problems

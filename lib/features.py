@@ -21,6 +21,9 @@ from lib import atomic, audio, config, manifest as manifest_io
 
 FEATURE_VERSION = 1  # bump when the way features are computed changes
 ROW_COLUMNS = ("id", "speaker", "transcript", "translation", "lang_tags", "duration")
+WINDOW_COLUMNS = ("starts", "ends", "texts", "translations")  # a packed window's segments: times in it, their texts
+PACK_GAP = 0.5  # s of silence between the segments of a packed window
+PACKING_VERSION = 1  # bump when `pack` groups segments differently
 
 
 @dataclass
@@ -75,6 +78,57 @@ def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor,
             for name in splits}
 
 
+def prepare_whisper_windows(splits_dir: Path, features_dir: Path, feature_extractor, seconds: float,
+                            split: str = "train") -> CachedSplit:
+    """Cached Whisper features of a split's segments packed into windows of up to `seconds` (`pack`): one row per
+    window, with its segments' times and texts (WINDOW_COLUMNS)."""
+    settings = {**whisper_settings(feature_extractor), "kind": "whisper-log-mel-windows", "seconds": seconds,
+                "gap": PACK_GAP, "packing": PACKING_VERSION}
+
+    def rows(segments):
+        silence = np.zeros(int(PACK_GAP * feature_extractor.sampling_rate), np.float32)
+        for window in pack(segments, seconds):
+            waves, starts, ends, cursor = [], [], [], 0.0
+            for k, seg in enumerate(window):
+                wave = audio.load(seg.audio, seg.start, seg.end, feature_extractor.sampling_rate)
+                waves += [silence, wave] if k else [wave]
+                cursor += PACK_GAP if k else 0.0
+                starts.append(round(cursor, 3))
+                cursor += len(wave) / feature_extractor.sampling_rate
+                ends.append(round(cursor, 3))
+            translated = all(seg.translation for seg in window)
+            yield {"id": "+".join(seg.id for seg in window), "speaker": window[0].speaker,
+                   "transcript": " ".join(seg.transcript for seg in window),
+                   "translation": " ".join(seg.translation for seg in window) if translated else "",
+                   "lang_tags": " ".join(" ".join(seg.lang_tags) for seg in window), "duration": cursor,
+                   "input_features": log_mel(np.concatenate(waves), feature_extractor),
+                   "starts": starts, "ends": ends, "texts": [seg.transcript for seg in window],
+                   "translations": [seg.translation for seg in window]}
+
+    return _prepare_split(f"{split}-windows", splits_dir / f"{split}.tsv", features_dir / "whisper", settings, rows)
+
+
+def pack(segments: list[manifest_io.Segment], seconds: float) -> list[list[manifest_io.Segment]]:
+    """Each speaker's segments in manifest order (so a recording's consecutive segments share a window where they
+    fit), those with a translation apart from those without, grouped into windows whose audio, with PACK_GAP between
+    segments, lasts at most `seconds`; a longer segment stays alone."""
+    streams: dict[tuple[str, bool], list[manifest_io.Segment]] = {}
+    for seg in segments:  # segments without a translation apart: a window teaches translation only if all have one
+        streams.setdefault((seg.group, bool(seg.translation)), []).append(seg)
+    windows = []
+    for speaker_segments in streams.values():
+        window, length = [], 0.0
+        for seg in speaker_segments:
+            added = seg.duration + (PACK_GAP if window else 0.0)
+            if window and length + added > seconds:
+                windows.append(window)
+                window, length, added = [], 0.0, seg.duration
+            window.append(seg)
+            length += added
+        windows.append(window)
+    return windows
+
+
 def waveform_settings(sampling_rate: int) -> dict:
     return {"kind": "waveform", "version": FEATURE_VERSION, "dtype": "float16", "sampling_rate": sampling_rate}
 
@@ -127,6 +181,9 @@ def _write_arrow(path: Path, rows) -> None:
 
     first = next(rows)
     columns = {c: Value("float32") if c == "duration" else Value("string") for c in ROW_COLUMNS}
+    if "starts" in first:
+        columns.update({c: List(Value("float32") if c in ("starts", "ends") else Value("string"))
+                        for c in WINDOW_COLUMNS})
     if "input_features" in first:
         columns["input_features"] = Array2D(shape=(None, first["input_features"].shape[1]), dtype="float16")
     else:
@@ -140,17 +197,22 @@ def _write_arrow(path: Path, rows) -> None:
 
 
 def _whisper_rows(segments: list[manifest_io.Segment], feature_extractor):
-    """Rows with log-mel features shaped (frames, mel bins).
+    """Rows with log-mel features shaped (frames, mel bins)."""
+    for seg in segments:
+        wave = audio.load(seg.audio, seg.start, seg.end, feature_extractor.sampling_rate)
+        yield {**segment_columns(seg), "input_features": log_mel(wave, feature_extractor)}
+
+
+def log_mel(wave: np.ndarray, feature_extractor) -> np.ndarray:
+    """Whisper's log-mel of the audio itself, (frames, mel bins) in float16.
 
     The audio gets `n_fft` zeros appended first, so the frames at its end see the same silence they would see in
     the 30 s padded input: `pad_log_mel` then rebuilds the extractor's padded output exactly.
     """
     tail = np.zeros(feature_extractor.n_fft, dtype=np.float32)
-    for seg in segments:
-        wave = audio.load(seg.audio, seg.start, seg.end, feature_extractor.sampling_rate)
-        mel = feature_extractor(np.concatenate([wave, tail]), sampling_rate=feature_extractor.sampling_rate,
-                                padding="do_not_pad", return_tensors="np").input_features[0]
-        yield {**segment_columns(seg), "input_features": mel.T.astype(np.float16)}
+    mel = feature_extractor(np.concatenate([wave, tail]), sampling_rate=feature_extractor.sampling_rate,
+                            padding="do_not_pad", return_tensors="np").input_features[0]
+    return mel.T.astype(np.float16)
 
 
 def segment_columns(seg: manifest_io.Segment) -> dict:

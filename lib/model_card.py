@@ -86,7 +86,7 @@ def _data(report: dict | None) -> list[str]:
 def _training(hp, trained: dict | None) -> list[str]:
     lines = ["## Training", "", "| setting | value |", "|---|---|"]
     for key in ("learning_rate", "batch_size", "grad_accum", "epochs", "warmup_ratio", "precision",
-                "gradient_checkpointing"):
+                "gradient_checkpointing", "share_encoder", "freeze_encoder", "lora_rank"):
         lines.append(f"| {key} | {getattr(hp, key)} |")
     if trained:
         lines += [f"| optimizer steps | {trained['global_step']} |",

@@ -38,8 +38,11 @@ def prepare(params: config.Params, name: str) -> Prepared:
     cached = family.prepare_features(params.paths, bundle)
     rows, filtered = [], []
     for split, cache in cached.items():
-        dataset = cache.load()
-        kept, dropped = family.examples(bundle, dataset, split)
+        if split == "train":  # what training draws from (packed windows, timestamps) when the family says so
+            dataset, kept, dropped = family.training_examples(params, bundle)
+        else:
+            dataset = cache.load()
+            kept, dropped = family.examples(bundle, dataset, split)
         durations = dataset["duration"]
         rows += [{"split": split, "task": e.task, "duration": durations[e.row], "label_tokens": len(e.labels)}
                  for e in kept]

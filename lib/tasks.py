@@ -24,16 +24,16 @@ class Example:
     labels: list[int]
 
 
-def task_examples(dataset, split: str, tokenize: Callable[[str, list[str]], list[list[int]]],
+def task_examples(dataset, split: str, tokenize: Callable[[str, list[int]], list[list[int]]],
                   reject: Callable[[int, list[int]], str | None]) -> tuple[list[Example], list[dict]]:
-    """Per task, tokenize the segments that have its text (`tokenize(task, texts)`), and keep each example unless
+    """Per task, tokenize the rows that have its text (`tokenize(task, rows)`), and keep each example unless
     `reject(row, labels)` gives a reason, in which case it is listed with the reason instead."""
     kept, filtered = [], []
     ids = dataset["id"]
     for task in TASKS:
         texts = dataset[TEXT_COLUMN[task]]
         wanted = [i for i, t in enumerate(texts) if t]
-        labels = tokenize(task, [texts[i] for i in wanted]) if wanted else []
+        labels = tokenize(task, wanted) if wanted else []
         for row, label in zip(wanted, labels):
             reason = reject(row, label)
             if reason:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, metrics, model_card, precision, tasks
+from lib import adapters, atomic, config, families, metrics, model_card, precision, tasks
 
 log = logging.getLogger("lib.train")
 
@@ -39,6 +39,13 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class MultitaskTrainer(Seq2SeqTrainer):
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss):  # the stock Trainer would filter it out of the log and train on
+                raise TrainingDiverged(family.name, loss.item(), self.state.global_step + 1,
+                                       last_complete_checkpoint(Path(self.args.output_dir)))
+            return loss
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
             dataset = self.eval_dataset.get(eval_dataset) if isinstance(eval_dataset, str) else eval_dataset
             if isinstance(dataset, tasks.ExampleSet):
@@ -80,6 +87,20 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
         return {"wer": metrics.wer(refs, hyps), "cer": metrics.cer(refs, hyps)}
 
     return MultitaskTrainer(model=bundle.model, data_collator=lambda batch: family.collate(bundle, batch), **kwargs)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the run stops before the optimizer steps on it."""
+
+    def __init__(self, name: str, loss: float, step: int, checkpoint: Path | None):
+        kept = (f"the last good checkpoint, {checkpoint}, is kept and a rerun resumes from it" if checkpoint else
+                "no checkpoint had been saved yet")
+        super().__init__(
+            f"{name}: the training loss is {loss} at optimizer step {step}; training stopped there ({kept}). "
+            "Try a lower learning_rate, bf16 instead of fp16 where the GPU has it (fp16 overflows), a longer "
+            "warmup_ratio, or a lower max_grad_norm (gradient clipping); a NaN from the first steps points at the data (a corrupt "
+            "audio file, an empty label).")
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
 
 
 def progress_callbacks(name: str, tensorboard_dir: Path) -> list:
@@ -158,10 +179,9 @@ def train(params: config.Params, name: str) -> dict:
     log.info("process %d of %d started (device %s)", state.process_index, state.num_processes, state.device)
     with state.main_process_first():  # one process builds the demo models and the caches, the others reuse them
         bundle = family.for_run(params)
-        cached = family.prepare_features(params.paths, bundle, splits=("train", "val"))
-    settings = family.setup_training(bundle, hp)
-    train_set, val_set = cached["train"].load(), cached["val"].load()
-    train_examples, filtered = family.examples(bundle, train_set, "train")
+        train_set, train_examples, filtered = family.training_examples(params, bundle)
+        val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
+    settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")
     if hp.share_encoder:
         train_dataset = tasks.SegmentSet(train_set, train_examples, family.input_column)
@@ -176,6 +196,7 @@ def train(params: config.Params, name: str) -> dict:
         output_dir=str(out_dir), per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.eval_batch_size, gradient_accumulation_steps=hp.grad_accum,
         learning_rate=hp.learning_rate, warmup_steps=hp.warmup_ratio, lr_scheduler_type="linear",  # < 1: a ratio
+        max_grad_norm=hp.max_grad_norm,
         num_train_epochs=hp.epochs, activation_checkpointing=hp.gradient_checkpointing,
         eval_strategy="steps", eval_steps=hp.checkpoint_steps, save_strategy="steps", save_steps=hp.checkpoint_steps,
         logging_steps=hp.logging_steps, save_total_limit=2, load_best_model_at_end=True,
@@ -218,7 +239,11 @@ def train(params: config.Params, name: str) -> dict:
         "device": str(state.device), "untrained": untrained, "final": final,
     }
     staging, final_dir = out_dir / "final.partial", out_dir / "final"
-    trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
+    if hp.lora_rank:  # adapters merged into the weights: final/ is a plain model
+        if state.is_main_process:
+            adapters.plain(trainer.model).save_pretrained(staging)
+    else:
+        trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
     if state.is_main_process:
         bundle.save_processing(staging)
         shutil.rmtree(final_dir, ignore_errors=True)

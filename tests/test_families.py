@@ -32,7 +32,7 @@ def test_no_family_module_imports_another_family(module):
             imported |= {a.name for a in node.names}
     family_modules = {m for m in imported if m.startswith("lib.families.")}
     assert family_modules <= {"lib.families.base", "lib.families.base.Bundle", "lib.families.base.Family",
-                              "lib.families.base.local_or_hub"}, family_modules
+                              "lib.families.base.local_or_hub", "lib.families.base.unwrap"}, family_modules
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class Throwaway(whisper.Whisper):
     notebook = "04b_train_throwaway"
     params_class = ThrowawayParams
 
-    maker, make, unavailable = Family.maker, Family.make, Family.unavailable  # no import_from: the base's ways
+    maker, make, unavailable = Family.maker, Family.make, Family.unavailable  # no import_from, no packing:
+    training_examples = Family.training_examples  # the base family's ways
 
     def model_names(self, hp):
         return {"checkpoint": hp.checkpoint}
@@ -68,7 +69,7 @@ def throwaway(monkeypatch):
 
 def throwaway_section(out: Path) -> dict:
     section = {k: v for k, v in config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")["whisper"].items()
-               if k not in ("model", "import_from")}
+               if k not in ("model", "import_from", "pack_seconds", "timestamp_share")}
     return {**section, "checkpoint": str(out / "models" / "throwaway"), "build_tiny": True, "epochs": 1, "checkpoint_steps": 100,
             "eval_segments": 4, "max_length": 16}
 

@@ -252,3 +252,47 @@ def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_e
     for name, grad in expected_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
     assert model(**{k: v for k, v in separate.items()}).loss.isfinite()  # unhooked: the plain model again
+
+
+def _segment(seg_id, speaker, seconds, translation="t"):
+    return features.manifest_io.Segment(line=0, cells={"id": seg_id, "speaker": speaker, "transcript": "x",
+                                                       "translation": translation, "audio_path": "a.wav"},
+                                        audio=None, start=0.0, end=seconds, lang_tags=["vi"])
+
+
+def test_packing_fills_windows_per_speaker_and_keeps_untranslated_segments_apart():
+    segments = [_segment("a1", "A", 10), _segment("a2", "A", 10), _segment("a3", "A", 9.5),
+                _segment("a4", "A", 3, translation=""), _segment("b1", "B", 31), _segment("b2", "B", 2),
+                _segment("a5", "A", 4)]
+    windows = [[s.id for s in w] for w in features.pack(segments, 30)]
+    # 10 + 0.5 + 10 + 0.5 + 9.5 = 30.5 > 30; a4 has no translation; b1 is longer than a window and stays alone
+    assert windows == [["a1", "a2"], ["a3", "a5"], ["a4"], ["b1"], ["b2"]]
+
+
+def test_timestamped_labels_follow_whisper_and_round_to_its_grid(tiny):
+    tok = tiny.tokenizer
+    label = whisper.timestamped_label(tok, "translate", [(0.0, 2.845, "Hello there."), (3.345, 6.1, "Bye.")])
+    assert tok.decode(label, decode_with_timestamps=True) == (
+        "<|startoftranscript|><|vi|><|translate|><|0.00|> Hello there.<|2.84|><|3.34|> Bye.<|6.10|><|endoftext|>")
+    assert tok.decode(label, skip_special_tokens=True).strip() == "Hello there. Bye."
+
+
+def test_packed_windows_are_cached_with_their_segment_times(tmp_path, tiny):
+    corpus = demo_slice(tmp_path / "corpus", per_speaker=3)
+    params = config.load("params/demo.yaml", {"manifest": str(corpus), "output_dir": str(tmp_path / "out")})
+    split.run(params)
+    extractor = tiny.feature_extractor  # an 8 s window: windows of up to 8 s
+    cached = features.prepare_whisper_windows(params.paths.splits, params.paths.features, extractor, seconds=8)
+    windows = cached.load()
+    segments = features.manifest_io.read(params.paths.splits / "train.tsv").segments
+    assert [w.split("+") for w in windows["id"]] == [[s.id for s in w] for w in features.pack(segments, 8)]
+    assert sum(len(t) for t in windows["texts"]) == len(segments)
+    for row in windows.select_columns(["starts", "ends", "duration", "texts", "transcript"]):
+        assert row["starts"][0] == 0 and row["ends"][-1] == pytest.approx(row["duration"], abs=1e-3)
+        assert row["duration"] <= 8.0 + 1e-3 or len(row["texts"]) == 1
+        gaps = [b - a for a, b in zip(row["ends"], row["starts"][1:])]
+        assert all(g == pytest.approx(features.PACK_GAP, abs=2e-3) for g in gaps)
+        assert row["transcript"] == " ".join(row["texts"])
+    frames = windows.with_format("numpy", columns=["input_features"])[0]["input_features"].shape[0]
+    assert frames == pytest.approx(windows["duration"][0] * 100, abs=5)  # 10 ms hop
+    assert features.prepare_whisper_windows(params.paths.splits, params.paths.features, extractor, seconds=8).reused

@@ -71,6 +71,10 @@ class Family:
         """The model's size and vocabulary, as stage 02 shows them."""
         return {"parameters": count_parameters(bundle.model)["total"], "tokens": len(bundle.tokenizer)}
 
+    def encoder(self, model) -> torch.nn.Module:
+        """The part that reads the audio, which `freeze_encoder` freezes."""
+        return unwrap(model).get_encoder()
+
     def setup_training(self, bundle: Bundle, hp) -> dict:
         """Freeze what the params say stays frozen; returns the settings the training summary reports."""
         return {}
@@ -85,6 +89,11 @@ class Family:
     def examples(self, bundle: Bundle, dataset, split: str) -> tuple[list[tasks.Example], list[dict]]:
         """The split's examples (one per segment and task), and those left out with their reasons."""
         raise NotImplementedError
+
+    def training_examples(self, params: config.Params, bundle: Bundle):
+        """(dataset, examples, filtered) that training draws from: by default the train split's segments."""
+        dataset = self.prepare_features(params.paths, bundle, splits=("train",))["train"].load()
+        return dataset, *self.examples(bundle, dataset, "train")
 
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """A batch of model inputs from cached inputs."""
@@ -180,8 +189,8 @@ def share_encoder(family: Family, bundle: Bundle) -> list:
     batch's `segment_index`, encodes the inputs once (`family.encode`) and hands the decoder what `family.share` makes
     of it, so a segment's transcribe and translate rows attend to one encoder output and their gradients add up in
     it. Where the family names its cross-attention projections, their keys and values are computed once per input
-    too and repeated per row. Batches without `segment_index` (evaluation, generation) pass untouched. Returns the
-    hook handles."""
+    too and repeated per row (in training mode: checkpointed layers recompute them during the backward pass).
+    Batches without `segment_index` (evaluation, generation) pass untouched. Returns the hook handles."""
     rows: dict[str, torch.Tensor | None] = {"index": None}  # also read when checkpointed layers recompute
 
     def before_forward(module, args, kwargs):
@@ -192,12 +201,17 @@ def share_encoder(family: Family, bundle: Bundle) -> list:
         kwargs.pop(family.input_column)
         return args, {**kwargs, **family.share(encoded, rows["index"])}
 
-    def repeat_rows(module, inputs, output):
-        return output if rows["index"] is None else output.index_select(0, rows["index"])
+    def repeat_rows(module, inputs, output):  # in training only: generation calls the inner model unhooked
+        return output if rows["index"] is None or not module.training else output.index_select(0, rows["index"])
 
     projections = family.cross_attention_projections(bundle.model)
     return [bundle.model.register_forward_pre_hook(before_forward, with_kwargs=True),
             *[p.register_forward_hook(repeat_rows) for p in projections]]
+
+
+def unwrap(model):
+    """The Hugging Face model inside a peft (LoRA) wrapper; the model itself when there is none."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def local_or_hub(name: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from lib import config, features, tasks
-from lib.families.base import Bundle, Family, local_or_hub
+from lib.families.base import Bundle, Family, local_or_hub, unwrap
 
 LANGUAGE_CODES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
 MBART_DECODER_START = 2  # </s>, as in mBART-50
@@ -79,9 +79,10 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         tokenizer = bundle.tokenizer
         max_tokens = bundle.model.config.decoder.max_position_embeddings
 
-        def tokenize(task, texts):
+        def tokenize(task, rows):
             tokenizer.tgt_lang = LANGUAGE_CODES[task]
-            return tokenizer(text_target=texts).input_ids
+            texts = dataset[tasks.TEXT_COLUMN[task]]
+            return tokenizer(text_target=[texts[i] for i in rows]).input_ids
 
         def reject(row, labels):
             if len(labels) > max_tokens:
@@ -99,7 +100,7 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
 
     def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
         """The encoder output, and the waveforms' attention mask from which the model masks it for cross-attention."""
-        encoder = bundle.model.get_encoder()
+        encoder = unwrap(bundle.model).get_encoder()
         return {"encoder_outputs": encoder(batch["input_values"], attention_mask=batch["attention_mask"]),
                 "attention_mask": batch["attention_mask"]}
 

@@ -11,6 +11,7 @@ a `generation_config` with `lang_to_id`, `task_to_id` and `no_timestamps_token_i
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -19,9 +20,10 @@ import numpy as np
 import torch
 
 from lib import config, features, tasks
-from lib.families.base import Bundle, Family, local_or_hub
+from lib.families.base import Bundle, Family, local_or_hub, unwrap
 
 SOURCE_LANGUAGE = "vi"
+TIME_STEP = 0.02  # s between Whisper's timestamp tokens
 MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
 WHISPER_LANGUAGES = 99  # whisper tiny ... large-v2; large-v3 adds <|yue|>
 WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
@@ -32,11 +34,15 @@ WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|start
 class WhisperParams(config.TrainingParams):
     model: str  # hub id or local folder
     import_from: config.MayBeEmpty  # a CTranslate2 Whisper imported into `model` (a folder) when it is missing
+    pack_seconds: float  # pack each speaker's training segments into windows of up to this long (0: one per example)
+    timestamp_share: float  # share of training examples whose labels carry timestamps (0 to 1)
 
     def check(self) -> list[str]:
         problems = super().check()
         if self.import_from and self.build_tiny:
             problems.append("import_from and build_tiny: choose one way to make the starting model")
+        if not 0 <= self.timestamp_share <= 1 or not 0 <= self.pack_seconds <= 30:
+            problems.append("timestamp_share: must be in [0, 1]; pack_seconds: in [0, 30] (Whisper's window)")
         return problems
 
 
@@ -101,15 +107,25 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def prepare_features(self, paths, bundle, splits=config.SPLITS):
         return features.prepare_whisper(paths.splits, paths.features, bundle.feature_extractor, splits)
 
-    def examples(self, bundle: Bundle, dataset, split: str):
-        """Two examples per segment (one without a translation gives one); segments longer than the model's window
-        and labels over 448 tokens are left out and listed with the reason."""
+    def examples(self, bundle: Bundle, dataset, split: str, timestamp_share: float = 0.0, seed: int = 0):
+        """Two examples per row, a segment or a packed window (one without a translation gives one); audio longer
+        than the model's window and labels over 448 tokens are left out and listed with the reason.
+
+        A `timestamp_share` of the examples (drawn per row and task from `seed`) carry each segment's start and end
+        as timestamp tokens, `<|vi|><|transcribe|><|0.00|> text<|2.84|><|3.34|> text<|6.10|>`, instead of
+        `<|notimestamps|>` + text."""
         tokenizer, window_seconds = bundle.tokenizer, bundle.feature_extractor.chunk_length
         durations = dataset["duration"]
 
-        def tokenize(task, texts):
+        def tokenize(task, rows):
+            timed = [r for r in rows if random.Random(f"{seed}-{split}-{r}-{task}").random() < timestamp_share]
             tokenizer.set_prefix_tokens(language=SOURCE_LANGUAGE, task=task, predict_timestamps=False)
-            return tokenizer(texts).input_ids
+            texts = dataset[tasks.TEXT_COLUMN[task]]
+            labels = dict(zip(rows, tokenizer([texts[r] for r in rows]).input_ids))
+            pieces = segment_times(dataset, timed, task) if timed else {}
+            for row in timed:
+                labels[row] = timestamped_label(tokenizer, task, pieces[row])
+            return [labels[r] for r in rows]
 
         def reject(row, labels):
             if durations[row] > window_seconds:
@@ -120,19 +136,31 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
+    def training_examples(self, params: config.Params, bundle: Bundle):
+        """The train split's segments, or with `pack_seconds` each speaker's segments packed into windows of up to
+        that many seconds, with a `timestamp_share` of the examples timestamped."""
+        hp, paths = params.section(self.name), params.paths
+        if hp.pack_seconds:
+            dataset = features.prepare_whisper_windows(paths.splits, paths.features, bundle.feature_extractor,
+                                                       hp.pack_seconds).load()
+        else:
+            dataset = self.prepare_features(paths, bundle, splits=("train",))["train"].load()
+        return dataset, *self.examples(bundle, dataset, "train", hp.timestamp_share, params.seed)
+
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Cached log-mels padded to the model's window, as the extractor pads audio with silence."""
         window = bundle.feature_extractor.nb_max_frames
         return {"input_features": torch.from_numpy(features.pad_log_mel(inputs, window))}
 
     def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
-        return {"encoder_outputs": bundle.model.get_encoder()(batch["input_features"])}
+        return {"encoder_outputs": unwrap(bundle.model).get_encoder()(batch["input_features"])}
 
     def share(self, encoded: dict, index: torch.Tensor) -> dict:
         return encoded  # one encoder output per input: the cross-attention projections repeat their keys and values
 
     def cross_attention_projections(self, model) -> list[torch.nn.Module]:
-        return [p for layer in model.model.decoder.layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
+        layers = unwrap(model).model.decoder.layers
+        return [p for layer in layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
 
     def forced_prefix(self, task: str) -> str:
         return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
@@ -150,6 +178,27 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
 
 FAMILY = Whisper()
+
+
+def segment_times(dataset, rows: list[int], task: str) -> dict[int, list[tuple[float, float, str]]]:
+    """Row -> (start, end, text) of each of its segments: a packed window's segments, or a plain row's one segment."""
+    if "starts" in dataset.column_names:
+        chosen = dataset.select_columns(["starts", "ends", "texts" if task == "transcribe" else "translations"])
+        return {row: list(zip(*chosen[row].values())) for row in rows}
+    durations, texts = dataset["duration"], dataset[tasks.TEXT_COLUMN[task]]
+    return {row: [(0.0, durations[row], texts[row])] for row in rows}
+
+
+def timestamped_label(tokenizer, task: str, pieces: list[tuple[float, float, str]]) -> list[int]:
+    """`<|startoftranscript|><|vi|><|task|>` then each piece as `<|start|> text<|end|>` (times on Whisper's 0.02 s
+    grid), then `<|endoftext|>`: what Whisper predicts when asked for timestamps."""
+    ids = tokenizer.convert_tokens_to_ids
+    first = ids("<|0.00|>")
+    label = ids(["<|startoftranscript|>", f"<|{SOURCE_LANGUAGE}|>", f"<|{task}|>"])
+    for start, end, text in pieces:
+        label += [first + round(start / TIME_STEP), *tokenizer(" " + text.strip(), add_special_tokens=False).input_ids,
+                  first + round(end / TIME_STEP)]
+    return label + [tokenizer.eos_token_id]
 
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
