@@ -160,6 +160,36 @@ def generalization(params, out: Path) -> plt.Figure:
 _MISSING = {"value": None, "ci95": [None, None]}
 
 
+def hallucination(params, out: Path) -> plt.Figure:
+    """Share of hypotheses that loop or run far past their reference, per model and set (transcripts, translations
+    and long-form transcripts), with the silence and noise probes that got text in the legend."""
+    sns.set_theme(style="whitegrid", palette=PALETTE)
+    rows = []
+    for split in params.eval_sets:
+        for name in families.names():
+            for untrained in (False, True):
+                path = params.paths.metrics(name, split, untrained)
+                if not path.exists():
+                    continue
+                found = json.loads(path.read_text(encoding="utf-8"))
+                probes = found["hallucination"]["probes"]
+                model = (f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
+                         f" ({probes['with_output']}/{probes['probes']} probes got text)")
+                views = {"transcripts": found["hallucination"]["transcribe"]["share"],
+                         "translations": found["hallucination"]["translate"]["share"]}
+                if "long_form" in found:
+                    views["long-form transcripts"] = found["long_form"]["hallucination"]["transcribe"]["share"]
+                rows += [{"model": model, "what": f"{view}, {split}", "share": share}
+                         for view, share in views.items() if share is not None]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", ax=ax)
+    ax.set(title="Hallucinated hypotheses: a repeated-words loop, or over twice the reference's length",
+           xlabel="", ylabel="hypotheses (%)")
+    ax.legend(title="model (silence and noise probes)", loc="upper left", bbox_to_anchor=(1.01, 1))
+    save(fig, out)
+    return fig
+
+
 def split_overview(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Hours per split, and minutes per speaker coloured by split (from `split.read_segment_frame`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)

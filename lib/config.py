@@ -103,6 +103,7 @@ class EvaluationParams:
     precision: Precision  # of inference on a GPU (the CPU decodes in fp32)
     bootstrap_resamples: int  # for the 95 % intervals (0: no intervals)
     segments: int  # segments scored per set (0: all); fewer, taken from every speaker in turn, for a quick run
+    long_form_seconds: float  # each speaker's scored test segments joined into recordings this long (0: none)
     target_wer: float  # percent; a model passes below it
     target_bleu: float  # a model passes above it
     untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
@@ -111,8 +112,8 @@ class EvaluationParams:
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
                     if getattr(self, name) < 1]
-        if self.bootstrap_resamples < 0 or self.segments < 0:
-            problems.append("bootstrap_resamples and segments: must be 0 or more")
+        if self.bootstrap_resamples < 0 or self.segments < 0 or self.long_form_seconds < 0:
+            problems.append("bootstrap_resamples, segments and long_form_seconds: must be 0 or more")
         return problems
 
 

@@ -28,7 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, features, metrics, model_card, precision, tasks, text
+from lib import atomic, config, families, features, manifest as manifest_io, metrics, model_card, precision, tasks, \
+    text
+from lib.audio import SAMPLE_RATE
 
 log = logging.getLogger("lib.evaluate")
 
@@ -78,24 +80,13 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                       "interval": "95 % percentile bootstrap over utterances"},
         "device": str(device), "tasks": {},
     }
+    summary["hallucination"] = {}
     for task in tasks.TASKS:
-        column = tasks.TEXT_COLUMN[task]
-        picked = [i for i, t in enumerate(rows[column]) if t]
-        hypotheses = [decoded[task][i] for i in picked]
-        references = [rows[column][i] for i in picked]
-        tags = [rows["lang_tags"][i].split() for i in picked]
-        frame = pd.DataFrame({c: [rows[c][i] for i in picked] for c in ("id", "speaker", "duration")}).round(3)
-        if task == "transcribe":
-            scored = metrics.transcript_scores(references, hypotheses, tags, hp.bootstrap_resamples, params.seed)
-            extra = {"top_substitutions": metrics.substitution_table(scored.substitutions).to_dict("records")}
-        else:
-            scored = metrics.translation_scores(references, hypotheses, hp.bootstrap_resamples, params.seed)
-            frame["code_mixing_index"] = [round(text.code_mixing_index(t), 1) for t in tags]
-            extra = {}
-        frame = pd.concat([frame, scored.utterances], axis=1)
-        frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
+        frame, summary["tasks"][task], summary["hallucination"][task] = score(task, rows, decoded[task], params)
         atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
-        summary["tasks"][task] = {"samples": len(picked), **scored.to_dict(), **extra}
+    summary["hallucination"]["probes"] = probes(family, bundle, options)
+    if split == "test" and hp.long_form_seconds:
+        summary["long_form"] = long_form(family, bundle, rows, params, split, options)
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -123,6 +114,69 @@ def load(family: families.Family, model_dir: Path) -> families.Bundle:
     if not (model_dir / "config.json").exists():
         raise ModelMissing(f"{model_dir}: no trained {family.name} model there; run {family.notebook} first")
     return family.load_trained(model_dir)
+
+
+def score(task: str, rows: dict[str, list], hypotheses: list[str], params: config.Params):
+    """One task's scores on the rows that have its text: the predictions table, the metrics and the hallucination
+    counts."""
+    hp = params.evaluation
+    column = tasks.TEXT_COLUMN[task]
+    picked = [i for i, t in enumerate(rows[column]) if t]
+    hypotheses = [hypotheses[i] for i in picked]
+    references = [rows[column][i] for i in picked]
+    tags = [rows["lang_tags"][i].split() for i in picked]
+    frame = pd.DataFrame({c: [rows[c][i] for i in picked] for c in ("id", "speaker", "duration")}).round(3)
+    if task == "transcribe":
+        scored = metrics.transcript_scores(references, hypotheses, tags, hp.bootstrap_resamples, params.seed)
+        extra = {"top_substitutions": metrics.substitution_table(scored.substitutions).to_dict("records")}
+    else:
+        scored = metrics.translation_scores(references, hypotheses, hp.bootstrap_resamples, params.seed)
+        frame["code_mixing_index"] = [round(text.code_mixing_index(t), 1) for t in tags]
+        extra = {}
+    frame = pd.concat([frame, scored.utterances], axis=1)
+    frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
+    return frame, {"samples": len(picked), **scored.to_dict(), **extra}, metrics.hallucinations(references, hypotheses)
+
+
+PROBE_SECONDS = 5.0
+PROBE_NOISE_RMS = 0.05  # about -26 dBFS: clearly audible hiss, no speech
+
+
+def probes(family: families.Family, bundle: families.Bundle, options: list[tasks.DecodingOptions]) -> dict:
+    """What the model writes, per task, for a few seconds of silence and of white noise: anything at all is a
+    hallucination. `with_output` counts the probes that got text."""
+    samples = int(PROBE_SECONDS * SAMPLE_RATE)
+    noise = np.random.default_rng(0).normal(0.0, PROBE_NOISE_RMS, samples).astype(np.float32)
+    sounds = {"silence": np.zeros(samples, np.float32), "white noise": noise}
+    decoded = family.decode(bundle, [family.audio_input(bundle, w) for w in sounds.values()], options)
+    outputs = {name: {task: decoded[task][i] for task in decoded} for i, name in enumerate(sounds)}
+    return {"seconds": PROBE_SECONDS, "outputs": outputs,
+            "with_output": sum(bool(t) for per_task in outputs.values() for t in per_task.values()),
+            "probes": len(sounds) * len(decoded)}
+
+
+def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
+              split: str, options: list[tasks.DecodingOptions]) -> dict:
+    """The scored segments of each speaker, in order, joined (`features.pack` and `join`, PACK_GAP of silence between)
+    into recordings of up to `evaluation.long_form_seconds`, decoded long-form (`family.decode_long`) and scored
+    against the joined references: the same words as the segment scores, heard as whole recordings."""
+    hp = params.evaluation
+    by_id = {s.id: s for s in manifest_io.read(params.paths.splits / f"{split}.tsv").segments}
+    files = features.pack([by_id[i] for i in rows["id"]], hp.long_form_seconds, stream=lambda seg: seg.group)
+    waves = [features.join(file, SAMPLE_RATE)[0] for file in files]
+    columns = [features.window_columns(f) for f in files]
+    joined = {c: [row[c] for row in columns] for c in ("id", "speaker", "transcript", "translation", "lang_tags")}
+    joined["duration"] = [round(len(w) / SAMPLE_RATE, 3) for w in waves]
+    began = time.perf_counter()
+    decoded = family.decode_long(bundle, waves, options)
+    seconds = time.perf_counter() - began
+    result = {"files": len(files), "segments_joined": sum(len(f) for f in files),
+              "audio_seconds": round(sum(joined["duration"]), 1), "longest_seconds": max(joined["duration"]),
+              "decoding": {"seconds": round(seconds, 2), "how": family.long_form_decoding}, "tasks": {},
+              "hallucination": {}}
+    for task in tasks.TASKS:
+        _, result["tasks"][task], result["hallucination"][task] = score(task, joined, decoded[task], params)
+    return result
 
 
 def decode_longest_first(family: families.Family, bundle: families.Bundle, inputs: list[np.ndarray],

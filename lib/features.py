@@ -86,35 +86,24 @@ def prepare_whisper_windows(splits_dir: Path, features_dir: Path, feature_extrac
                 "gap": PACK_GAP, "packing": PACKING_VERSION}
 
     def rows(segments):
-        silence = np.zeros(int(PACK_GAP * feature_extractor.sampling_rate), np.float32)
         for window in pack(segments, seconds):
-            waves, starts, ends, cursor = [], [], [], 0.0
-            for k, seg in enumerate(window):
-                wave = audio.load(seg.audio, seg.start, seg.end, feature_extractor.sampling_rate)
-                waves += [silence, wave] if k else [wave]
-                cursor += PACK_GAP if k else 0.0
-                starts.append(round(cursor, 3))
-                cursor += len(wave) / feature_extractor.sampling_rate
-                ends.append(round(cursor, 3))
-            translated = all(seg.translation for seg in window)
-            yield {"id": "+".join(seg.id for seg in window), "speaker": window[0].speaker,
-                   "transcript": " ".join(seg.transcript for seg in window),
-                   "translation": " ".join(seg.translation for seg in window) if translated else "",
-                   "lang_tags": " ".join(" ".join(seg.lang_tags) for seg in window), "duration": cursor,
-                   "input_features": log_mel(np.concatenate(waves), feature_extractor),
-                   "starts": starts, "ends": ends, "texts": [seg.transcript for seg in window],
-                   "translations": [seg.translation for seg in window]}
+            wave, starts, ends = join(window, feature_extractor.sampling_rate)
+            yield {**window_columns(window), "duration": len(wave) / feature_extractor.sampling_rate,
+                   "input_features": log_mel(wave, feature_extractor), "starts": starts, "ends": ends,
+                   "texts": [seg.transcript for seg in window], "translations": [seg.translation for seg in window]}
 
     return _prepare_split(f"{split}-windows", splits_dir / f"{split}.tsv", features_dir / "whisper", settings, rows)
 
 
-def pack(segments: list[manifest_io.Segment], seconds: float) -> list[list[manifest_io.Segment]]:
-    """Each speaker's segments in manifest order (so a recording's consecutive segments share a window where they
-    fit), those with a translation apart from those without, grouped into windows whose audio, with PACK_GAP between
-    segments, lasts at most `seconds`; a longer segment stays alone."""
-    streams: dict[tuple[str, bool], list[manifest_io.Segment]] = {}
-    for seg in segments:  # segments without a translation apart: a window teaches translation only if all have one
-        streams.setdefault((seg.group, bool(seg.translation)), []).append(seg)
+def pack(segments: list[manifest_io.Segment], seconds: float,
+         stream=lambda seg: (seg.group, bool(seg.translation))) -> list[list[manifest_io.Segment]]:
+    """Segments in manifest order per `stream` (by default each speaker's, those with a translation apart from those
+    without: a window teaches translation only if all its segments have one), grouped into windows whose audio, with
+    PACK_GAP between segments, lasts at most `seconds`; a longer segment stays alone. A recording's consecutive
+    segments share a window where they fit."""
+    streams: dict = {}
+    for seg in segments:
+        streams.setdefault(stream(seg), []).append(seg)
     windows = []
     for speaker_segments in streams.values():
         window, length = [], 0.0
@@ -127,6 +116,29 @@ def pack(segments: list[manifest_io.Segment], seconds: float) -> list[list[manif
             length += added
         windows.append(window)
     return windows
+
+
+def join(window: list[manifest_io.Segment], sampling_rate: int) -> tuple[np.ndarray, list[float], list[float]]:
+    """A window's audio, its segments with PACK_GAP of silence between, and each segment's start and end in it."""
+    silence = np.zeros(int(PACK_GAP * sampling_rate), np.float32)
+    waves, starts, ends, cursor = [], [], [], 0.0
+    for k, seg in enumerate(window):
+        wave = audio.load(seg.audio, seg.start, seg.end, sampling_rate)
+        waves += [silence, wave] if k else [wave]
+        cursor += PACK_GAP if k else 0.0
+        starts.append(round(cursor, 3))
+        cursor += len(wave) / sampling_rate
+        ends.append(round(cursor, 3))
+    return np.concatenate(waves), starts, ends
+
+
+def window_columns(window: list[manifest_io.Segment]) -> dict:
+    """A window's segment columns, joined in order (the translation only when every segment has one)."""
+    translated = all(seg.translation for seg in window)
+    return {"id": "+".join(seg.id for seg in window), "speaker": window[0].speaker,
+            "transcript": " ".join(seg.transcript for seg in window),
+            "translation": " ".join(seg.translation for seg in window) if translated else "",
+            "lang_tags": " ".join(" ".join(seg.lang_tags) for seg in window)}
 
 
 def waveform_settings(sampling_rate: int) -> dict:

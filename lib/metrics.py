@@ -259,3 +259,38 @@ def substitution_table(substitutions: Counter, top: int = TOP_SUBSTITUTIONS) -> 
             for (r, h, tag), n in substitutions.most_common(top)]
     return pd.DataFrame(rows, columns=["reference", "hypothesis", "count", "reference_language"])
 
+
+
+# --- hallucination --------------------------------------------------------------------------------------------------
+
+LOOP_REPEATS = 3  # an n-gram said this many times in a row is a loop ("em em em", "I will go I will go I will go")
+LOOP_MAX_N = 4
+RUNAWAY_RATIO = 2.0  # a hypothesis over twice its reference's words, and RUNAWAY_SLACK more, ran away
+RUNAWAY_SLACK = 5
+
+
+def loops(hypothesis: str) -> bool:
+    """Whether the normalized hypothesis repeats some 1- to 4-word sequence LOOP_REPEATS times in a row."""
+    words = text.normalize_for_scoring(hypothesis).split()
+    for n in range(1, LOOP_MAX_N + 1):
+        for start in range(len(words) - n * LOOP_REPEATS + 1):
+            gram = words[start:start + n]
+            if all(words[start + k * n:start + (k + 1) * n] == gram for k in range(1, LOOP_REPEATS)):
+                return True
+    return False
+
+
+def runs_away(reference: str, hypothesis: str) -> bool:
+    """Whether the hypothesis has far more words than its reference (over twice as many, and 5 more)."""
+    ref, hyp = (len(text.normalize_for_scoring(t).split()) for t in (reference, hypothesis))
+    return hyp > RUNAWAY_RATIO * ref + RUNAWAY_SLACK
+
+
+def hallucinations(references: list[str], hypotheses: list[str]) -> dict:
+    """How many hypotheses loop or run away from their reference, and the share that does either (percent)."""
+    looping = [loops(h) for h in hypotheses]
+    running = [runs_away(r, h) for r, h in zip(references, hypotheses, strict=True)]
+    either = [a or b for a, b in zip(looping, running)]
+    return {"segments": len(hypotheses), "loops": sum(looping), "runs_away": sum(running),
+            "share": round(100 * sum(either) / len(hypotheses), 2) if hypotheses else None,
+            "examples": [h for h, flagged in zip(hypotheses, either) if flagged][:3]}

@@ -45,24 +45,66 @@ def generalization_table(params: config.Params):
                "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
     new_speakers = {"test": True, "heldout": not report.get("heldout", {}).get("shared_speakers")}
     rows = []
+    for split in params.eval_sets:
+        for name, untrained, summary in _metrics_files(params, split):
+            scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
+                      for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
+                      if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
+            rows.append({"model": families.get(name).label,
+                         "weights": "as it started" if untrained else "fine-tuned", "set": SET_LABELS[split],
+                         "segments": summary["segments"], **scores,
+                         "new speakers": "yes" if new_speakers[split] else "no",
+                         "trigrams seen in training (%)": overlap[split],
+                         "measures generalization": "yes" if new_speakers[split] and overlap[split] is not None
+                         and overlap[split] < GENERALIZATION_OVERLAP else "no"})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def long_form_table(params: config.Params):
+    """Each model's test scores on the segments and on the same segments joined into recordings (long-form), with
+    their ratio: a model that still works on whole recordings keeps WER near its segment WER."""
+    rows = []
+    for name, untrained, summary in _metrics_files(params, "test"):
+        if "long_form" not in summary:
+            continue
+        long, short = summary["long_form"]["tasks"], summary["tasks"]
+        wer, long_wer = short["transcribe"]["metrics"]["wer"], long["transcribe"]["metrics"]["wer"]
+        rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
+                     "recordings": summary["long_form"]["files"], "audio (s)": summary["long_form"]["audio_seconds"],
+                     "segment WER": f"{_value(wer)} {_interval(wer)}", "long-form WER": f"{_value(long_wer)} "
+                     f"{_interval(long_wer)}", "ratio": round(long_wer["value"] / wer["value"], 2)
+                     if wer["value"] and long_wer["value"] is not None else None,
+                     "segment BLEU": _value(short["translate"]["metrics"]["bleu"]),
+                     "long-form BLEU": _value(long["translate"]["metrics"]["bleu"]) if long["translate"]["samples"]
+                     else "–", "decoding": summary["long_form"]["decoding"]["how"]})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def hallucination_table(params: config.Params):
+    """Per model and set: the share of hypotheses that loop or run far past their reference, and what the model
+    wrote for a few seconds of silence and of noise."""
+    rows = []
+    for split in params.eval_sets:
+        for name, untrained, summary in _metrics_files(params, split):
+            found, probes = summary["hallucination"], summary["hallucination"]["probes"]
+            rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
+                         "set": SET_LABELS[split], "transcripts (%)": found["transcribe"]["share"],
+                         "translations (%)": found["translate"]["share"],
+                         "long-form (%)": summary.get("long_form", {}).get("hallucination", {}).get(
+                             "transcribe", {}).get("share", "–"),
+                         "probes with text": f"{probes['with_output']} of {probes['probes']}",
+                         "on silence": probes["outputs"]["silence"]["transcribe"] or "(nothing)",
+                         "on noise": probes["outputs"]["white noise"]["transcribe"] or "(nothing)"})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def _metrics_files(params: config.Params, split: str):
+    """(family, untrained, metrics) for every metrics file 05 wrote for the split."""
     for name in families.names():
         for untrained in (False, True):
-            for split in params.eval_sets:
-                path = params.paths.metrics(name, split, untrained)
-                if not path.exists():
-                    continue
-                summary = json.loads(path.read_text(encoding="utf-8"))
-                scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
-                          for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
-                          if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
-                rows.append({"model": families.get(name).label,
-                             "weights": "as it started" if untrained else "fine-tuned", "set": SET_LABELS[split],
-                             "segments": summary["segments"], **scores,
-                             "new speakers": "yes" if new_speakers[split] else "no",
-                             "trigrams seen in training (%)": overlap[split],
-                             "measures generalization": "yes" if new_speakers[split] and overlap[split] is not None
-                             and overlap[split] < GENERALIZATION_OVERLAP else "no"})
-    return pd.DataFrame(rows).style.hide(axis="index")
+            path = params.paths.metrics(name, split, untrained)
+            if path.exists():
+                yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
 def parity_table(parity: dict):

@@ -120,3 +120,20 @@ def test_substitution_table_names_the_language_of_the_reference_word():
     table = metrics.substitution_table(result.substitutions)
     assert table.to_dict("records") == [{"reference": "report", "hypothesis": "ripo", "count": 2,
                                          "reference_language": "en"}]
+
+
+def test_loops_are_runs_of_a_repeated_word_sequence():
+    assert metrics.loops("em em em")  # one word three times
+    assert metrics.loops("hôm nay I will go I will go I will go nhé")  # three words, three times in a row
+    assert not metrics.loops("em em cảm ơn")  # twice is speech ("từ từ"), not a loop
+    assert not metrics.loops("I will go, you will go, they will go")  # repeated words, not in a row
+    assert metrics.loops("Cảm ơn. Cảm ơn! Cảm ơn?")  # punctuation does not hide a loop
+
+
+def test_runaway_hypotheses_and_the_hallucination_share():
+    assert metrics.runs_away("chào anh", "chào anh " + "a b " * 5)  # 12 words for 2
+    assert not metrics.runs_away("chào anh", "chào anh và chị")
+    found = metrics.hallucinations(["xin chào", "cảm ơn anh", "tạm biệt"],
+                                   ["xin chào", "cảm ơn cảm ơn cảm ơn cảm ơn", "tạm biệt " + "bye " * 20])
+    assert found == {"segments": 3, "loops": 2, "runs_away": 1, "share": 66.67,
+                     "examples": ["cảm ơn cảm ơn cảm ơn cảm ơn", "tạm biệt " + "bye " * 20]}

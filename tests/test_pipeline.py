@@ -19,7 +19,7 @@ def run_cli(*args, env=None):
                           cwd=config.PROJECT_ROOT, env={**os.environ, **(env or {})})
 
 
-TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true",
+TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true", "whisper.pack_seconds=0",
                 "whisper.epochs=1", "whisper.batch_size=8", "whisper.checkpoint_steps=10", "whisper.logging_steps=5",
                 "whisper.eval_segments=6", "whisper.max_length=24"]
 TINY_E2E = ["e2e.epochs=1", "e2e.batch_size=8", "e2e.checkpoint_steps=10", "e2e.logging_steps=5",
@@ -157,6 +157,8 @@ def check_generalization(out):
     """05 scores the held-out set with every fine-tuned model and with every starting model, and the CTranslate2
     exports against transformers on the test split."""
     heldout = len((out / "splits" / "heldout.tsv").read_text().splitlines()) - 1
+    test_lines = (out / "splits" / "test.tsv").read_text().splitlines()
+    header = test_lines[0].split("\t")
     assert heldout == 48
     for name in ("whisper", "e2e"):
         for label in (f"{name}_heldout", f"{name}_untrained_heldout"):
@@ -164,6 +166,20 @@ def check_generalization(out):
             assert summary["split"] == "heldout" and summary["segments"] == heldout
             assert summary["model"] == ("untrained" if "untrained" in label else "trained")
             assert 0 <= summary["tasks"]["transcribe"]["metrics"]["wer"]["value"]
+    for name in ("whisper", "e2e"):
+        summary = json.loads((out / "results" / f"{name}_metrics.json").read_text())
+        long_form = summary["long_form"]  # the test segments joined per speaker, decoded whole
+        speakers = {line.split("\t")[header.index("speaker")] for line in test_lines[1:]}
+        assert long_form["files"] >= len(speakers) and long_form["segments_joined"] == summary["segments"]
+        total = sum(float(line.split("\t")[header.index("duration")]) for line in test_lines[1:])
+        assert long_form["audio_seconds"] == pytest.approx(total + 0.5 * (summary["segments"] - long_form["files"]),
+                                                           abs=0.5)
+        wer = long_form["tasks"]["transcribe"]["metrics"]["wer"]
+        assert wer["count"] == summary["tasks"]["transcribe"]["metrics"]["wer"]["count"]  # the same words
+        assert wer["ci95"][0] <= wer["value"] <= wer["ci95"][1]
+        found = summary["hallucination"]
+        assert found["transcribe"]["segments"] == summary["segments"] and 0 <= found["transcribe"]["share"] <= 100
+        assert found["probes"]["probes"] == 4 and set(found["probes"]["outputs"]) == {"silence", "white noise"}
     parity = json.loads((out / "results" / "whisper_ct2_parity.json").read_text())
     whisper = json.loads((out / "results" / "whisper_metrics.json").read_text())
     assert [r["quantization"] for r in parity["rows"]] == ["float16", "int8"]
@@ -175,6 +191,7 @@ def check_generalization(out):
     report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
+    assert "long-form WER" in shown and "probes with text" in shown
 
 
 def check_model_card(out):
@@ -195,11 +212,11 @@ def check_model_card(out):
 
 def check_charts(out):
     for chart in ("training_loss.png", "wer_comparison.png", "bleu_comparison.png", "per_language_errors.png",
-                  "wer_by_cmi.png", "split_overview.png", "generalization.png"):
+                  "wer_by_cmi.png", "split_overview.png", "generalization.png", "hallucination.png"):
         png = (out / "charts" / chart).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000, chart
     html = (out / "reports" / "06_charts.html").read_text(encoding="utf-8")
-    assert html.count("<img") >= 7 and "The verdict" in html
+    assert html.count("<img") >= 8 and "The verdict" in html
 
 
 def test_failing_notebook_stops_the_run_and_keeps_its_report(tmp_path):

@@ -92,3 +92,19 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeping_the_last_checkpoin
     assert (out / "checkpoint-2" / "trainer_state.json").exists() and not (out / "final").exists()
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in state["log_history"] if "loss" in h)
+
+
+@pytest.mark.slow
+def test_packed_windows_train_with_a_share_of_timestamped_labels(tmp_path):
+    params = tiny_run(tmp_path, pack_seconds=6, timestamp_share=0.5, checkpoint_steps=100)
+    family = families.get("whisper")
+    bundle = family.for_run(params)
+    windows, examples, filtered = family.training_examples(params, bundle)
+    segments = sum(len(t) for t in windows["texts"])
+    assert len(windows) < segments and not filtered  # several segments per window, none over the 6 s window
+    timestamp = bundle.tokenizer.convert_tokens_to_ids("<|0.00|>")
+    timed = [e for e in examples if e.labels[3] >= timestamp]
+    assert 0.3 < len(timed) / len(examples) < 0.7  # about the share asked for
+    assert all(e.labels[-2] >= timestamp for e in timed)  # each timed label ends on its last segment's end time
+    summary = train.train(params, "whisper")
+    assert summary["examples"]["train"] == len(examples) and summary["global_step"] == -(-len(windows) // 8)

@@ -13,6 +13,9 @@ import numpy as np
 import torch
 
 from lib import config, features, manifest, tasks
+from lib.audio import SAMPLE_RATE
+
+LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Family:
     input_column: str  # the model input its feature cache holds
     sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
     usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
+    long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
 
     # --- models ------------------------------------------------------------------------------------------------------
 
@@ -158,6 +162,26 @@ class Family:
                     ids = model.generate(**encoded, **self.generation_kwargs(bundle, o))
                     texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts
+
+    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
+        """The cached form of 16 kHz audio (what `prepare_features` stores for a segment)."""
+        raise NotImplementedError
+
+    def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
+                    options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+        """Decode recordings of any length (long-form): by default each in one pass, its length limit grown with its
+        duration (LONG_FORM_TOKENS per second) up to the decoder's positions."""
+        import dataclasses
+
+        seconds = max(len(w) for w in waves) / SAMPLE_RATE
+        limit = self.max_label_tokens(bundle)
+        grown = [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))),
+                                     batch_size=1) for o in options]
+        return self.decode(bundle, [self.audio_input(bundle, w) for w in waves], grown)
+
+    def max_label_tokens(self, bundle: Bundle) -> int:
+        """The most label tokens the decoder takes."""
+        raise NotImplementedError
 
     # --- for a run -----------------------------------------------------------------------------------------------------
 

@@ -76,8 +76,7 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
     def examples(self, bundle: Bundle, dataset, split: str):
         """One example per segment and task (none for a missing translation); labels over the decoder's positions
         are left out and listed."""
-        tokenizer = bundle.tokenizer
-        max_tokens = bundle.model.config.decoder.max_position_embeddings
+        tokenizer, max_tokens = bundle.tokenizer, self.max_label_tokens(bundle)
 
         def tokenize(task, rows):
             tokenizer.tgt_lang = LANGUAGE_CODES[task]
@@ -103,6 +102,12 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         encoder = unwrap(bundle.model).get_encoder()
         return {"encoder_outputs": encoder(batch["input_values"], attention_mask=batch["attention_mask"]),
                 "attention_mask": batch["attention_mask"]}
+
+    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
+        return wave.astype(np.float16)  # as prepare_waveforms caches it
+
+    def max_label_tokens(self, bundle: Bundle) -> int:
+        return unwrap(bundle.model).config.decoder.max_position_embeddings
 
     def forced_prefix(self, task: str) -> str:
         return LANGUAGE_CODES[task]

@@ -52,6 +52,7 @@ class Whisper(Family):
     notebook = "03_train_whisper"
     params_class = WhisperParams
     input_column = "input_features"
+    long_form_decoding = "sequential 30 s windows, each starting at the last timestamp (transformers' long-form)"
     usage = """
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -161,6 +162,32 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def cross_attention_projections(self, model) -> list[torch.nn.Module]:
         layers = unwrap(model).model.decoder.layers
         return [p for layer in layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
+
+    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
+        return features.log_mel(wave, bundle.feature_extractor)
+
+    def max_label_tokens(self, bundle: Bundle) -> int:
+        return MAX_LABEL_TOKENS
+
+    def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
+                    options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+        """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
+        is decoded with timestamps, and the next window starts at the last timestamp the model gave."""
+        model, extractor = bundle.model, bundle.feature_extractor
+        device = next(model.parameters()).device
+        short = max(len(w) for w in waves) <= extractor.n_samples  # one window: transformers wants it padded
+        batch = extractor(waves, sampling_rate=extractor.sampling_rate, return_tensors="pt",
+                          return_attention_mask=True, **({} if short else {"truncation": False, "padding": "longest"}))
+        texts = {}
+        model.eval()
+        with torch.inference_mode():
+            for o in options:
+                ids = model.generate(input_features=batch.input_features.to(device, model.dtype),
+                                     attention_mask=batch.attention_mask.to(device), language=SOURCE_LANGUAGE,
+                                     task=o.task, num_beams=o.num_beams, return_timestamps=True,
+                                     condition_on_prev_tokens=False)
+                texts[o.task] = [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return texts
 
     def forced_prefix(self, task: str) -> str:
         return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
