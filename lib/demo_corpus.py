@@ -40,6 +40,7 @@ from lib import atomic, manifest as manifest_io
 
 TEMPLATES = Path(__file__).parent / "data" / "demo_templates.yaml"
 HELDOUT_TEMPLATES = Path(__file__).parent / "data" / "demo_heldout_templates.yaml"
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "data" / "demo" / "manifest.tsv"
 SAMPLE_RATE = 16_000
 VI_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
 EN_VOICES = ("en-us", "en")  # American, British ("en-gb" is no voice name in SSML)
@@ -263,6 +264,22 @@ def encode_vorbis(samples: np.ndarray) -> bytes:
         for first in range(0, len(samples), 8192):
             f.write(samples[first:first + 8192])
     return buffer.getvalue()
+
+
+def subset(out: str | Path, per_speaker: int, source: Path = DEMO_MANIFEST) -> Path:
+    """The first `per_speaker` rows of every speaker of a generated corpus, written as a manifest at `out` with
+    absolute audio paths: the corpus in small, for tests and benchmarks."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    taken: dict[str, int] = {}
+    rows = [lines[0]]
+    for line in lines[1:]:
+        cells = dict(zip(header, line.split("\t")))
+        if taken.get(cells["speaker"], 0) < per_speaker:
+            taken[cells["speaker"]] = taken.get(cells["speaker"], 0) + 1
+            cells["audio_path"] = str(source.parent / cells["audio_path"])
+            rows.append("\t".join(cells[c] for c in header))
+    return atomic.write_text(out, "\n".join(rows) + "\n")
 
 
 def phonemes(text_or_ssml: str, args: list[str]) -> str:

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from lib import demo_corpus
+
 SENTENCES = [
     ("Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon"),
     ("Anh check email giúp em với", "Please check the email for me"),
@@ -65,17 +67,4 @@ DEMO = Path(__file__).resolve().parent.parent / "data" / "demo"
 
 def demo_slice(folder: Path, per_speaker: int) -> Path:
     """The first `per_speaker` rows of every demo speaker, as a manifest in `folder` pointing at the demo audio."""
-    lines = (DEMO / "manifest.tsv").read_text(encoding="utf-8").splitlines()
-    header = lines[0].split("\t")
-    taken: dict[str, int] = {}
-    rows = []
-    for line in lines[1:]:
-        cells = dict(zip(header, line.split("\t")))
-        if taken.get(cells["speaker"], 0) < per_speaker:
-            taken[cells["speaker"]] = taken.get(cells["speaker"], 0) + 1
-            cells["audio_path"] = str(DEMO / cells["audio_path"])
-            rows.append("\t".join(cells[c] for c in header))
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "manifest.tsv"
-    path.write_text("\n".join([lines[0], *rows]) + "\n", encoding="utf-8")
-    return path
+    return demo_corpus.subset(folder / "manifest.tsv", per_speaker)

@@ -1,0 +1,47 @@
+"""Packed training windows against one segment per example, at whisper-base size: audio seconds trained per second,
+and the val scores after the same audio.
+
+Both train one epoch over the same training segments (two demo segments per speaker) with one encoder pass per
+input, fp32, the same learning rate, schedule and timestamp share:
+- unpacked: each segment its own 30 s input (Whisper pads the rest with silence), batches of 4 segments;
+- packed: each speaker's segments packed into windows of up to 30 s with their timestamps, batches of 2 windows.
+Then each trained model decodes 16 val segments of the full demo split, one segment at a time as 05 decodes them.
+
+    python -m bench.packing
+"""
+from __future__ import annotations
+
+from bench import common
+from lib import demo_corpus, train
+
+SLICE = 2
+COMMON = {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 2, "resume": False, "logging_steps": 1,
+          "learning_rate": 1e-4, "grad_accum": 1, "share_encoder": True, "timestamp_share": 0.2}
+CASES = {"unpacked": {"pack_seconds": 0, "batch_size": 4}, "packed into 30 s windows": {"pack_seconds": 30,
+                                                                                         "batch_size": 2}}
+
+
+def main() -> None:
+    manifest = demo_corpus.subset(common.BENCH_DIR / f"demo-{SLICE}-per-speaker.tsv", SLICE)
+    runs = {}
+    for number, (case, overrides) in enumerate(CASES.items()):
+        params = common.bench_params(f"packing-{number}", {"manifest": str(manifest),
+                                                           "whisper": {**COMMON, **overrides}}, whisper_base=True)
+        summary = train.train(params, "whisper")
+        seconds = summary["examples"]["train"] / summary["train_samples_per_second"]
+        runs[case] = {"steps": summary["global_step"], "examples": summary["examples"]["train"],
+                      "seconds": round(seconds, 1), "audio_seconds": round(common.training_audio(params), 1),
+                      "val": common.val_scores(params.paths.model("whisper") / "final", params.paths.root / "eval")}
+    unpacked, packed = runs["unpacked"], runs["packed into 30 s windows"]
+    assert unpacked["audio_seconds"] == packed["audio_seconds"], "both sides must train the same audio"
+    rows = [common.Row(f"whisper-base training, packed 30 s windows vs one segment per input "
+                       f"({unpacked['audio_seconds']:.0f} s of training audio)", "audio seconds/s",
+                       packed["audio_seconds"] / packed["seconds"], unpacked["audio_seconds"] / unpacked["seconds"])]
+    for case, run in runs.items():
+        print(f"{case}: val WER {run['val']['wer']['value']} {run['val']['wer']['ci95']}, "
+              f"BLEU {run['val']['bleu']['value']} after {run['audio_seconds']} s of audio")
+    common.report("packing", rows, {"runs": runs, "common": COMMON, "cases": CASES})
+
+
+if __name__ == "__main__":
+    main()
