@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup espeak demo test bench bench-gpu lab dev prod clean
+.PHONY: setup espeak demo test bench bench-longform bench-gpu lab dev prod clean
 
 setup: $(STAMP)
 
@@ -21,12 +21,18 @@ demo: setup
 test: setup espeak
 	$(PY) -m pytest -q
 
-# CPU benchmarks against the reference recipe (about 4 minutes on 2 cores); tables printed, JSON in outputs/bench/.
+# CPU benchmarks against the reference recipe, training at whisper-base size included (about 40 minutes on 2 cores);
+# tables printed, JSON in outputs/bench/.
 bench: setup
 	$(PY) -m bench.prepare
 	$(PY) -m bench.padding
 	$(PY) -m bench.generate
 	$(PY) -m bench.train
+	$(PY) -m bench.packing
+
+# Long-form decoding of recordings of minutes, with the demo's fine-tuned whisper-base (run `make demo` first).
+bench-longform: setup
+	$(PY) -m bench.longform
 
 # On a GPU machine: real sizes in the dev and prod precisions and batch sizes.
 bench-gpu: setup

@@ -92,7 +92,7 @@ def reference_trainer(params, hp, model, dataset, collator, name: str):
 
 
 def whisper_reference(params) -> dict:
-    bundle = families.get("whisper").load(params.whisper)
+    bundle = families.get("whisper").for_run(params)  # imports whisper-base on first use
     model, tokenizer, extractor = bundle.model, bundle.tokenizer, bundle.feature_extractor
 
     def prepare_dataset(row):
@@ -109,8 +109,7 @@ def whisper_reference(params) -> dict:
 
 def e2e_reference(params) -> dict:
     hp = params.e2e
-    torch.manual_seed(params.seed)  # the adapter's random start, as ours gets it
-    bundle = families.get("e2e").load(hp)
+    bundle = families.get("e2e").for_run(params)  # the adapter's random start from the seed, as ours gets it
     model, extractor, tokenizer = bundle.model, bundle.feature_extractor, bundle.tokenizer
     model.freeze_feature_encoder()  # the example script's --freeze_feature_encoder (on by default)
 

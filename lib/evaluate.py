@@ -43,7 +43,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
              output_dir: str | Path | None = None, split: str = "test", untrained: bool = False) -> dict:
     """Decode and score a split (`test`, or the held-out segments) with a model of the family `name`: the trained one
     in `model_dir` (default `<name>/final`), or with `untrained` the run's starting model. Writes its metrics JSON and
-    predictions (`result_name`); returns the metrics."""
+    predictions, named by `config.result_name`; returns the metrics."""
     hp, paths = params.evaluation, params.paths
     family = families.get(name)
     output_dir = Path(output_dir) if output_dir else paths.results
@@ -60,7 +60,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
     inputs = test.with_format("numpy", columns=[family.input_column])
-    rows = {c: [test[c][i] for i in chosen] for c in features.ROW_COLUMNS}
+    columns = {c: test[c] for c in features.ROW_COLUMNS}
+    rows = {c: [values[i] for i in chosen] for c, values in columns.items()}
     label = config.result_name(name, split, untrained)
     options = [tasks.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
     started = time.perf_counter()

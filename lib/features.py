@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,20 +168,13 @@ def _prepare_split(name: str, split_file: Path, root: Path, settings: dict, make
     if (target / "meta.json").exists():
         return CachedSplit(name, target, key, reused=True, seconds=0.0)
     began = time.perf_counter()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
-    try:
+    with atomic.folder(target) as staging:
         _write_arrow(staging / "data.arrow", make_rows(segments))
         meta = {"split": name, "key": key, "settings": settings, "segments": len(segments),
                 "split_file": str(split_file)}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        atomic.make_shareable(staging)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for stale in root.glob(f"{name}-*"):
-        if stale != target:
+    for stale in root.iterdir():  # older caches of this split (not of another name starting the same)
+        if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", stale.name) and stale != target:
             shutil.rmtree(stale, ignore_errors=True)
     return CachedSplit(name, target, key, reused=False, seconds=time.perf_counter() - began)
 

@@ -2,10 +2,12 @@
 
 `lib.train`, `lib.evaluate`, the notebooks and the charts ask the family registered under a params section name
 (`lib.families.get("whisper")`) instead of branching on it. A family subclasses `Family`, fills in the class
-attributes and the methods that raise NotImplementedError, and registers itself in `lib/families/__init__.py`.
+attributes and the methods that raise NotImplementedError, and ends its module with `FAMILY = TheFamily()`: the
+registry in `lib/families/__init__.py` finds it.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from lib import config, features, manifest, tasks
 from lib.audio import SAMPLE_RATE
 
 LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
+
+log = logging.getLogger("lib.families")
 
 
 @dataclass
@@ -189,8 +193,9 @@ class Family:
         """The starting model of a run: made first where the section says how (`maker`) and a folder is missing;
         new layers start from the run's seed whether or not the models were just made."""
         hp = params.section(self.name)
-        if self.maker(hp) and not all((config.resolve(n) / "config.json").exists()
-                                      for n in self.model_names(hp).values()):
+        maker = self.maker(hp)
+        if maker and not all((config.resolve(n) / "config.json").exists() for n in self.model_names(hp).values()):
+            log.info("%s: the starting model is %s", self.name, maker)
             self.make(hp, params)
         torch.manual_seed(params.seed)
         return self.load(hp)
