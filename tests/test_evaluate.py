@@ -47,3 +47,23 @@ def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):
     assert code == 1 and "no trained whisper model" in capsys.readouterr().err
     assert evaluate.main(["--model_type", "whisper", "--params", "params/demo.yaml", "--set",
                           "evaluation.num_beams=0"]) == 2
+
+
+class _Echo:
+    """A stand-in model family: 'hears' a loud input as a looping phrase and a silent one as nothing."""
+
+    def audio_input(self, bundle, wave):
+        return wave
+
+    def decode(self, bundle, inputs, options):
+        return {o.task: ["cảm ơn cảm ơn cảm ơn" if abs(x).max() > 0 else "" for x in inputs] for o in options}
+
+
+def test_probes_count_any_text_on_silence_or_noise_as_made_up():
+    from lib import tasks
+
+    options = [tasks.DecodingOptions(t, 1, 16, 4) for t in tasks.TASKS]
+    found = evaluate.probes(_Echo(), None, options)
+    assert found["probes"] == 4 and found["with_output"] == 2  # the noise got text in both tasks, silence none
+    assert found["outputs"]["silence"] == {"transcribe": "", "translate": ""}
+    assert found["outputs"]["white noise"]["transcribe"] == "cảm ơn cảm ơn cảm ơn"
