@@ -61,7 +61,7 @@ REFERENCE_RANKS = "whisper/assets/multilingual.tiktoken"
 WHISPER_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""  # whisper/tokenizer.py
 CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")  # the DataType order of CTranslate2
 QUANTIZATIONS = ("float16", "int8_float16", "int8")
-EXPORT_FILES = ("tokenizer.json", "preprocessor_config.json")  # what faster-whisper reads beside model.bin
+PREPROCESSOR_FILE = "preprocessor_config.json"  # faster-whisper reads it beside model.bin, with tokenizer.json
 
 
 class SourceUnavailable(RuntimeError):
@@ -540,11 +540,14 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
 
     if quantization not in QUANTIZATIONS + ("float32", "bfloat16"):
         raise ValueError(f"quantization: expected one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    from transformers import WhisperFeatureExtractor
+
     model_dir = Path(model_dir)
-    copy = [name for name in EXPORT_FILES if (model_dir / name).exists()]
     with atomic.folder(out) as staging:
-        TransformersConverter(str(model_dir), copy_files=copy).convert(str(staging), quantization=quantization,
-                                                                        force=True)
+        TransformersConverter(str(model_dir), copy_files=["tokenizer.json"]).convert(
+            str(staging), quantization=quantization, force=True)
+        # transformers 5 keeps the feature extractor's settings inside processor_config.json; write them on their own
+        WhisperFeatureExtractor.from_pretrained(model_dir).to_json_file(staging / PREPROCESSOR_FILE)
         if check:
             ctranslate2.models.Whisper(str(staging), device="cpu")
     return Path(out)

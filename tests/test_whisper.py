@@ -156,7 +156,8 @@ def _train_command(tmp_path, *extra):
     overrides = [f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo",
                  "whisper.import_from=", "whisper.build_tiny=true",
                  "whisper.batch_size=8", "whisper.epochs=2", "whisper.checkpoint_steps=4", "whisper.logging_steps=2",
-                 "whisper.eval_segments=4", "whisper.max_length=24"]
+                 "whisper.eval_segments=4", "whisper.max_length=24",
+                 "whisper.pack_seconds=0"]  # one example per segment: enough steps to kill the run between checkpoints
     params = config.load("params/demo.yaml", config.parse_overrides(overrides))
     split.run(params)
     return [*extra, "lib.train", "--params", "params/demo.yaml", *[a for o in overrides for a in ("--set", o)],
