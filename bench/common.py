@@ -63,6 +63,26 @@ def val_scores(model_dir: Path, out: Path, segments: int = 16) -> dict:
             "bleu": scores["tasks"]["translate"]["metrics"]["bleu"]}
 
 
+def step_clock():
+    """A TrainerCallback timing a run from its start to the end of its last optimizer step: data loading, forward,
+    backward and optimizer steps, not the evaluation and checkpoint that close our runs (the reference has neither).
+    The same clock on both sides of a comparison; `.seconds` after training."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        began = seconds = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.began = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seconds = time.perf_counter() - self.began
+
+    return StepClock()
+
+
 def split_segments(params: config.Params, names: tuple[str, ...]) -> list[manifest_io.Segment]:
     return [s for name in names for s in manifest_io.read(params.paths.splits / f"{name}.tsv").segments]
 

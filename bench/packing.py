@@ -27,8 +27,9 @@ def main() -> None:
     for number, (case, overrides) in enumerate(CASES.items()):
         params = common.bench_params(f"packing-{number}", {"manifest": str(manifest),
                                                            "whisper": {**COMMON, **overrides}}, whisper_base=True)
-        summary = train.train(params, "whisper")
-        seconds = summary["examples"]["train"] / summary["train_samples_per_second"]
+        clock = common.step_clock()
+        summary = train.train(params, "whisper", callbacks=[clock])
+        seconds = clock.seconds
         runs[case] = {"steps": summary["global_step"], "examples": summary["examples"]["train"],
                       "seconds": round(seconds, 1), "audio_seconds": round(common.training_audio(params), 1),
                       "val": common.val_scores(params.paths.model("whisper") / "final", params.paths.root / "eval")}

@@ -19,6 +19,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +169,9 @@ def peak_memory_mb() -> float | None:
 
 # --- the stage ------------------------------------------------------------------------------------------------------
 
-def train(params: config.Params, name: str) -> dict:
+def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     """Fine-tune the model family `name` on its cached inputs; write checkpoints, `<name>/final` and results/.
-    Returns the summary, with the loss and eval history."""
+    Returns the summary, with the loss and eval history. `callbacks`: more TrainerCallbacks (the benchmarks' clock)."""
     from accelerate import PartialState
     from transformers import PrinterCallback, Seq2SeqTrainingArguments, set_seed
 
@@ -208,7 +209,7 @@ def train(params: config.Params, name: str) -> dict:
     )
     trainer = make_trainer(family, bundle, hp, args=args, train_dataset=train_dataset, eval_dataset=eval_sets,
                            processing_class=bundle.processor or bundle.tokenizer,
-                           callbacks=progress_callbacks(name, params.paths.tensorboard / name))
+                           callbacks=[*progress_callbacks(name, params.paths.tensorboard / name), *callbacks])
     trainer.remove_callback(PrinterCallback)  # the progress line says it, with the ETA
 
     resume_from = last_complete_checkpoint(out_dir) if hp.resume and out_dir.exists() else None

@@ -1,9 +1,12 @@
-"""The benchmarks' own logic: padding efficiency by hand, and the GPU benchmark at tiny sizes on the CPU."""
+"""The benchmarks' own logic: padding efficiency by hand, the training clock, and the GPU benchmark at tiny sizes on
+the CPU."""
 import json
 
 import pytest
 
-from bench import gpu, padding
+from bench import common, gpu, padding
+from conftest import demo_slice
+from lib import config, split, train
 
 
 def test_padding_efficiency_counts_real_over_padded_samples():
@@ -26,3 +29,17 @@ def test_gpu_benchmark_runs_every_case_at_tiny_size():
     assert lna["parameters"]["trainable"] < full["parameters"]["trainable"]
     written = json.loads((gpu.common.BENCH_DIR / "gpu-tiny.json").read_text())
     assert written["cases"] == results
+
+
+@pytest.mark.slow
+def test_the_step_clock_stops_at_the_last_optimizer_step(tmp_path):
+    corpus, out = demo_slice(tmp_path / "corpus", per_speaker=1), tmp_path / "out"
+    params = config.load("params/demo.yaml", config.parse_overrides([
+        f"manifest={corpus}", f"output_dir={out}", f"whisper.model={out}/models/whisper-demo", "whisper.import_from=",
+        "whisper.build_tiny=true", "whisper.epochs=1", "whisper.eval_segments=8", "whisper.max_length=24"]))
+    split.run(params)
+    clock = common.step_clock()
+    summary = train.train(params, "whisper", callbacks=[clock])
+    assert summary["global_step"] > 0
+    # the closing evaluation (8 segments, both tasks, generated) and checkpoint come after the clock stopped
+    assert 0 < clock.seconds < summary["train_seconds"]
