@@ -1,11 +1,13 @@
-"""Packed training windows against one segment per example, at whisper-base size: audio seconds trained per second,
-and the val scores after the same audio.
+"""Packed training windows against one segment per input, at whisper-base size: audio seconds trained per second,
+and the val scores after the same audio and the same number of optimizer steps.
 
-Both train one epoch over the same training segments (two demo segments per speaker) with one encoder pass per
-input, fp32, the same learning rate, schedule and timestamp share:
-- unpacked: each segment its own 30 s input (Whisper pads the rest with silence), batches of 4 segments;
-- packed: each speaker's segments packed into windows of up to 30 s with their timestamps, batches of 2 windows.
-Then each trained model decodes 16 val segments of the full demo split, one segment at a time as 05 decodes them.
+Both train one epoch over the same training segments (8 demo segments, about 24 s of speech, from each of the
+corpus's first 10 speakers: enough for a speaker's segments to fill a window) with one encoder pass per input, fp32,
+the same learning rate, schedule and timestamp share, and about the same audio per optimizer step:
+- unpacked: each segment its own 30 s input (Whisper pads the rest with silence), batches of 8 segments;
+- packed: each speaker's segments packed into windows of up to 30 s with their timestamps, batches of 1 window.
+Both are timed by the same step clock (start to last optimizer step). Then each trained model decodes 16 val segments
+of the full demo split, one segment at a time as 05 decodes them.
 
     python -m bench.packing
 """
@@ -14,24 +16,24 @@ from __future__ import annotations
 from bench import common
 from lib import demo_corpus, train
 
-SLICE = 2
+SPEAKERS, PER_SPEAKER = 10, 8
 COMMON = {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 2, "resume": False, "logging_steps": 1,
           "learning_rate": 1e-4, "grad_accum": 1, "share_encoder": True, "timestamp_share": 0.2}
-CASES = {"unpacked": {"pack_seconds": 0, "batch_size": 4}, "packed into 30 s windows": {"pack_seconds": 30,
-                                                                                         "batch_size": 2}}
+CASES = {"unpacked": {"pack_seconds": 0, "batch_size": 8}, "packed into 30 s windows": {"pack_seconds": 30,
+                                                                                         "batch_size": 1}}
 
 
 def main() -> None:
-    manifest = demo_corpus.subset(common.BENCH_DIR / f"demo-{SLICE}-per-speaker.tsv", SLICE)
+    manifest = demo_corpus.subset(common.BENCH_DIR / f"demo-{PER_SPEAKER}-per-speaker-{SPEAKERS}-speakers.tsv",
+                                  PER_SPEAKER, speakers=SPEAKERS)
     runs = {}
     for number, (case, overrides) in enumerate(CASES.items()):
         params = common.bench_params(f"packing-{number}", {"manifest": str(manifest),
                                                            "whisper": {**COMMON, **overrides}}, whisper_base=True)
         clock = common.step_clock()
         summary = train.train(params, "whisper", callbacks=[clock])
-        seconds = clock.seconds
         runs[case] = {"steps": summary["global_step"], "examples": summary["examples"]["train"],
-                      "seconds": round(seconds, 1), "audio_seconds": round(common.training_audio(params), 1),
+                      "seconds": round(clock.seconds, 1), "audio_seconds": round(common.training_audio(params), 1),
                       "val": common.val_scores(params.paths.model("whisper") / "final", params.paths.root / "eval")}
     unpacked, packed = runs["unpacked"], runs["packed into 30 s windows"]
     assert unpacked["audio_seconds"] == packed["audio_seconds"], "both sides must train the same audio"

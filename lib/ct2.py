@@ -18,7 +18,7 @@ tokenizer and the feature extractor. It then proves what it wrote, and writes th
    is refused, since the embeddings are indexed by it;
 3. decoding: greedy tokens equal to ctranslate2's own decoding of the source on a few clips.
 
-Export converts a trained Whisper folder with CTranslate2's converter, copies the tokenizer and preprocessor files
+Export converts a trained Whisper folder with CTranslate2's converter, copies the tokenizer, writes the preprocessor file
 faster-whisper needs, and loads the result back; `parity` decodes the test split with the exported model beside the
 Hugging Face one (lib.evaluate's settings) and reports the WER difference and the decoding speed of each.
 """

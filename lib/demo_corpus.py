@@ -266,15 +266,17 @@ def encode_vorbis(samples: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def subset(out: str | Path, per_speaker: int, source: Path = DEMO_MANIFEST) -> Path:
-    """The first `per_speaker` rows of every speaker of a generated corpus, written as a manifest at `out` with
-    absolute audio paths: the corpus in small, for tests and benchmarks."""
+def subset(out: str | Path, per_speaker: int, source: Path = DEMO_MANIFEST, speakers: int | None = None) -> Path:
+    """The first `per_speaker` rows of every speaker of a generated corpus (of its first `speakers` speakers, when
+    given), written as a manifest at `out` with absolute audio paths: the corpus in small, for tests and benchmarks."""
     lines = source.read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t")
     taken: dict[str, int] = {}
     rows = [lines[0]]
     for line in lines[1:]:
         cells = dict(zip(header, line.split("\t")))
+        if speakers is not None and cells["speaker"] not in taken and len(taken) == speakers:
+            continue
         if taken.get(cells["speaker"], 0) < per_speaker:
             taken[cells["speaker"]] = taken.get(cells["speaker"], 0) + 1
             cells["audio_path"] = str(source.parent / cells["audio_path"])

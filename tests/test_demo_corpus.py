@@ -36,6 +36,15 @@ def test_demo_split_holds_several_speakers_per_split(demo, tmp_path):
         assert abs(stats["achieved_ratio"] - target) <= 0.05 and stats["speakers"] >= 3
 
 
+def test_a_subset_takes_the_first_rows_of_the_first_speakers(demo, tmp_path):
+    small = manifest.read(demo_corpus.subset(tmp_path / "small.tsv", 3, speakers=4))
+    first = list(dict.fromkeys(s.speaker for s in demo.segments))[:4]
+    assert sorted({s.speaker for s in small.segments}) == sorted(first) and len(small.segments) == 12
+    for speaker in first:
+        assert [s.id for s in small.segments if s.speaker == speaker] == [
+            s.id for s in demo.segments if s.speaker == speaker][:3]
+
+
 def test_tagger_agrees_with_the_constructed_tags(demo):
     pairs = [(gold, guess) for s in demo.segments for gold, guess in zip(s.lang_tags, text.tag_transcript(s.transcript))]
     assert len(pairs) > 10_000
