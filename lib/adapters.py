@@ -5,7 +5,7 @@
   adaptation lives in the encoder, so new voices and accents gain much less.
 - `lora_rank` > 0: the model's weights stay frozen and low-rank adapters on `lora_targets` train (a few percent of the
   parameters, so little optimizer memory); checkpoints hold the adapters only, and `final/` gets them merged in, so
-  evaluation and export see a plain model.
+  evaluation and export see a plain model. With `freeze_encoder` as well, only the decoder's modules get adapters.
 """
 from __future__ import annotations
 
@@ -15,15 +15,20 @@ from lib import config, families
 def apply(family: families.Family, bundle: families.Bundle, hp: config.TrainingParams) -> dict:
     """Freeze the encoder and wrap the model in LoRA adapters as the params ask (`bundle.model` becomes the peft
     model); returns what the training summary reports."""
+    encoder = family.encoder(bundle.model)
     if hp.freeze_encoder:
-        for parameter in family.encoder(bundle.model).parameters():
+        for parameter in encoder.parameters():
             parameter.requires_grad = False
     if hp.lora_rank:
         from peft import LoraConfig, get_peft_model
 
+        targets = list(hp.lora_targets)
+        if hp.freeze_encoder:  # the targets by their full names, outside the encoder
+            in_encoder = {id(m) for m in encoder.modules()}
+            targets = [name for name, module in bundle.model.named_modules()
+                       if name.rsplit(".", 1)[-1] in hp.lora_targets and id(module) not in in_encoder]
         bundle.model = get_peft_model(bundle.model, LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha,
-                                                               target_modules=list(hp.lora_targets),
-                                                               lora_dropout=0.0, bias="none"))
+                                                               target_modules=targets, lora_dropout=0.0, bias="none"))
     return {"freeze_encoder": hp.freeze_encoder, "lora": {"rank": hp.lora_rank, "alpha": hp.lora_alpha,
                                                           "targets": list(hp.lora_targets)} if hp.lora_rank else None}
 

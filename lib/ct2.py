@@ -392,7 +392,7 @@ def import_tokenizer(folder: Path, vocabulary: list[str]):
     wrong_ids = [i for i, token in enumerate(vocabulary) if tokenizer.convert_ids_to_tokens(i) != token]
     if remaining or wrong_ids or len(tokenizer) != len(vocabulary):
         raise ConversionFailed(f"tokenizer: {len(remaining)} of {len(probes)} probe strings still encode differently "
-                               f"from the reference, {len(wrong_ids)} ids differ from vocabulary.txt")
+                               f"from the reference, {len(wrong_ids)} ids differ from the source's vocabulary")
     return tokenizer, {
         "reference": f"{REFERENCE_PACKAGE[0]}=={REFERENCE_PACKAGE[1]} {REFERENCE_RANKS}",
         "merges": {"source": len(given), "reference": len(merges),
@@ -539,7 +539,8 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
     from ctranslate2.converters import TransformersConverter
 
     if quantization not in QUANTIZATIONS + ("float32", "bfloat16"):
-        raise ValueError(f"quantization: expected one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+        raise ValueError(f"quantization: expected one of {', '.join(QUANTIZATIONS + ('float32', 'bfloat16'))}, "
+                         f"got {quantization!r}")
     from transformers import WhisperFeatureExtractor
 
     model_dir = Path(model_dir)
@@ -630,8 +631,9 @@ def decode(model, bundle, log_mels: list[np.ndarray], durations: list[float], hp
         encoded = model.encode(ctranslate2.StorageView.from_array(
             features.pad_log_mel([log_mels[i] for i in chosen], window)))
         for task, prompt in prompts.items():
+            # max_length counts the prompt, in ctranslate2 as in transformers
             results = model.generate(encoded, [prompt] * len(chosen), beam_size=hp.num_beams,
-                                     max_length=hp.max_length - len(prompt), suppress_tokens=suppress)
+                                     max_length=hp.max_length, suppress_tokens=suppress)
             for index, result in zip(chosen, results):
                 texts[task][index] = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
     return texts

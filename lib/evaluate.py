@@ -1,13 +1,18 @@
-"""Stage 05: score each trained model on the test split, for both tasks.
+"""Stage 05: score each trained model, for both tasks, on the test split and the held-out set (and each starting
+model, where `evaluation.untrained` names the set).
 
-Each model decodes every test segment in batches with the language and task forced (Whisper: `<|vi|>` +
-`<|transcribe|>` or `<|translate|>`; E2E: `vi_VN` or `en_XX` as the first token), with the beam size, batch size and
-length of the params' `evaluation` section. Transcripts are scored by WER, CER and the code-switching views, translations
-by BLEU and chrF (see lib.metrics), all with 95 % bootstrap intervals. Writes, under `results/`:
+Each model decodes the set's segments (all, or an `evaluation.segments` sample spread over the speakers) in batches
+with the language and task forced (Whisper: `<|vi|>` + `<|transcribe|>` or `<|translate|>`; E2E: `vi_VN` or `en_XX`
+as the first token), with the beam size, batch size and length of the params' `evaluation` section. Transcripts are
+scored by WER, CER and the code-switching views, translations by BLEU and chrF (see lib.metrics), all with 95 %
+bootstrap intervals; on the test split also whole recordings (long-form) and hallucinations (loops, run-aways, and
+what the model writes on silence and noise). Writes, under `results/`:
 
-- `<model>_metrics.json`: one schema for both models (per task: metric value, interval and count; sample counts;
-  decoding settings; model path; timing; the targets marked pass or fail);
-- `predictions_<model>_<task>.tsv`: every test segment's reference and hypothesis with its errors.
+- `<model>_metrics.json` (`<model>_heldout_metrics.json`, `<model>_untrained_heldout_metrics.json`, ...): one schema
+  for every model (per task: metric value, interval and count; sample counts; decoding settings; model path; timing;
+  long-form and hallucination entries; the targets marked pass or fail);
+- `predictions_<model>_<task>.tsv` (and per set, likewise): every scored segment's reference and hypothesis with its
+  errors.
 
 From a shell (the params file gives the split, the decoding settings and the targets; `params/dev.yaml` by default):
 
@@ -159,11 +164,12 @@ def probes(family: families.Family, bundle: families.Bundle, options: list[tasks
 def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
               split: str, options: list[tasks.DecodingOptions]) -> dict:
     """The scored segments of each speaker, in order, joined (`features.pack` and `join`, PACK_GAP of silence between)
-    into recordings of up to `evaluation.long_form_seconds`, decoded long-form (`family.decode_long`) and scored
-    against the joined references: the same words as the segment scores, heard as whole recordings."""
-    hp = params.evaluation
+    into recordings of up to `evaluation.long_form_seconds` (or the family's `long_form_seconds`, when shorter),
+    decoded long-form (`family.decode_long`) and scored against the joined references: the same words as the segment
+    scores, heard as whole recordings."""
+    at_most = family.long_form_seconds(bundle, params.evaluation.long_form_seconds)
     by_id = {s.id: s for s in manifest_io.read(params.paths.splits / f"{split}.tsv").segments}
-    files = features.pack([by_id[i] for i in rows["id"]], hp.long_form_seconds, stream=lambda seg: seg.group)
+    files = features.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group)
     waves = [features.join(file, SAMPLE_RATE)[0] for file in files]
     columns = [features.window_columns(f) for f in files]
     joined = {c: [row[c] for row in columns] for c in ("id", "speaker", "transcript", "translation", "lang_tags")}
@@ -172,7 +178,8 @@ def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, 
     decoded = family.decode_long(bundle, waves, options)
     seconds = time.perf_counter() - began
     result = {"files": len(files), "segments_joined": sum(len(f) for f in files),
-              "audio_seconds": round(sum(joined["duration"]), 1), "longest_seconds": max(joined["duration"]),
+              "audio_seconds": round(sum(joined["duration"]), 1), "seconds_at_most": round(at_most, 1),
+              "longest_seconds": max(joined["duration"]),
               "decoding": {"seconds": round(seconds, 2), "how": family.long_form_decoding}, "tasks": {},
               "hallucination": {}}
     for task in tasks.TASKS:

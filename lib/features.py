@@ -78,10 +78,9 @@ def prepare_whisper(splits_dir: Path, features_dir: Path, feature_extractor,
             for name in splits}
 
 
-def prepare_whisper_windows(splits_dir: Path, features_dir: Path, feature_extractor, seconds: float,
-                            split: str = "train") -> CachedSplit:
-    """Cached Whisper features of a split's segments packed into windows of up to `seconds` (`pack`): one row per
-    window, with its segments' times and texts (WINDOW_COLUMNS)."""
+def prepare_whisper_windows(splits_dir: Path, features_dir: Path, feature_extractor, seconds: float) -> CachedSplit:
+    """Cached Whisper features of the train split's segments packed into windows of up to `seconds` (`pack`): one row
+    per window, with its segments' times and texts (WINDOW_COLUMNS)."""
     settings = {**whisper_settings(feature_extractor), "kind": "whisper-log-mel-windows", "seconds": seconds,
                 "gap": PACK_GAP, "packing": PACKING_VERSION}
 
@@ -92,7 +91,7 @@ def prepare_whisper_windows(splits_dir: Path, features_dir: Path, feature_extrac
                    "input_features": log_mel(wave, feature_extractor), "starts": starts, "ends": ends,
                    "texts": [seg.transcript for seg in window], "translations": [seg.translation for seg in window]}
 
-    return _prepare_split(f"{split}-windows", splits_dir / f"{split}.tsv", features_dir / "whisper", settings, rows)
+    return _prepare_split("train-windows", splits_dir / "train.tsv", features_dir / "whisper", settings, rows)
 
 
 def pack(segments: list[manifest_io.Segment], seconds: float,

@@ -20,10 +20,10 @@ def write(params: config.Params, name: str) -> Path:
 
     family, hp, paths = families.get(name), params.section(name), params.paths
     folder = paths.model(name) / "final"
-    trained = _read(paths.results / f"{name}_train.json")
-    report = _read(paths.splits / "split_report.json")
-    scored = {split: summary for split in params.eval_sets
-              if (summary := _read(paths.metrics(name, split)))}
+    train_file = paths.results / f"{name}_train.json"
+    trained, report = _read(train_file), _read(paths.splits / "split_report.json")
+    scored = {split: summary for split in params.eval_sets  # scores of this model, not of an earlier run's
+              if _newer(paths.metrics(name, split), train_file) and (summary := _read(paths.metrics(name, split)))}
     base_model = _base_model(family, hp)
     results = []
     for split, summary in scored.items():
@@ -131,3 +131,8 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _newer(path: Path, than: Path) -> bool:
+    """Whether `path` exists and was written after `than` (or `than` does not exist)."""
+    return path.exists() and (not than.exists() or path.stat().st_mtime >= than.stat().st_mtime)

@@ -1,7 +1,8 @@
 """Stage 02: each model family's starting model and cached inputs, and the examples it will train on.
 
-For every family the params name, the starting model is loaded (the demo's tiny models are built first), every
-split's inputs are cached (lib.features), and each segment's examples are counted with their label lengths.
+For every family the params name, the starting model is loaded (the demo's tiny models are built first), each
+split's inputs are cached (lib.features; train as training reads it: segments, or packed windows), and the examples
+are counted with their label lengths.
 Examples a family cannot train on (audio longer than its window, labels over its decoder's positions) are listed
 in `features/<family>_filtered.tsv` with the reason, never dropped silently.
 """
@@ -35,14 +36,13 @@ def prepare(params: config.Params, name: str) -> Prepared:
     """Stage 02 for the family `name`: writes the caches and `features/<name>_filtered.tsv`."""
     family = families.get(name)
     bundle = family.for_run(params)
-    cached = family.prepare_features(params.paths, bundle)
+    cached = {"train": family.training_cache(params, bundle),  # what training draws from: segments or windows
+              **family.prepare_features(params.paths, bundle, splits=config.SPLITS[1:])}
     rows, filtered = [], []
     for split, cache in cached.items():
-        if split == "train":  # what training draws from (packed windows, timestamps) when the family says so
-            dataset, kept, dropped = family.training_examples(params, bundle)
-        else:
-            dataset = cache.load()
-            kept, dropped = family.examples(bundle, dataset, split)
+        dataset = cache.load()
+        kept, dropped = (family.training_examples(params, bundle, dataset) if split == "train"
+                         else family.examples(bundle, dataset, split))
         durations = dataset["duration"]
         rows += [{"split": split, "task": e.task, "duration": durations[e.row], "label_tokens": len(e.labels)}
                  for e in kept]

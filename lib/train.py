@@ -1,7 +1,7 @@
 """Stages 03 and 04: multitask fine-tuning, the code-switched transcript and the English translation of each segment.
 
 One loop for every model family (lib.families): the family gives the starting model, its cached inputs, its examples
-(one per segment and task) and how it decodes; Hugging Face's Seq2SeqTrainer runs the loop, so `accelerate launch`
+(one per segment, or packed window, and task) and how it decodes; Hugging Face's Seq2SeqTrainer runs the loop, so `accelerate launch`
 spreads it over GPUs or machines:
 
     python -m lib.train --params params/dev.yaml whisper
@@ -180,7 +180,8 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     log.info("process %d of %d started (device %s)", state.process_index, state.num_processes, state.device)
     with state.main_process_first():  # one process builds the demo models and the caches, the others reuse them
         bundle = family.for_run(params)
-        train_set, train_examples, filtered = family.training_examples(params, bundle)
+        train_set = family.training_cache(params, bundle).load()
+        train_examples, filtered = family.training_examples(params, bundle, train_set)
         val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")

@@ -34,3 +34,29 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
     with pytest.raises(ValueError):
         atomic.write_tsv(path, ["a"], [["tab\there"]])
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_folder_is_replaced_whole_and_kept_when_the_new_one_fails(tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    for version in ("old", "new"):
+        with atomic.folder(target) as staging:
+            (staging / "weights.bin").write_text(version)
+    assert (target / "weights.bin").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+    with pytest.raises(RuntimeError), atomic.folder(target) as staging:
+        (staging / "weights.bin").write_text("half")
+        raise RuntimeError("killed while writing")
+    assert (target / "weights.bin").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+    real_replace, calls = atomic.os.replace, []
+
+    def replace_failing_the_second_time(source, destination):
+        calls.append(source)
+        if len(calls) == 2:  # the old folder is aside, the new one fails to move in
+            raise OSError("disk gone")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", replace_failing_the_second_time)
+    with pytest.raises(OSError), atomic.folder(target) as staging:
+        (staging / "weights.bin").write_text("newer")
+    assert (target / "weights.bin").read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model"]

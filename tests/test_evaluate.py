@@ -1,8 +1,11 @@
-"""lib.evaluate without a trained model: targets, the predictions round trip, and clear errors."""
+"""lib.evaluate without a trained model: targets, the predictions round trip, the probes, clear errors, and which
+scores a model card takes."""
+import os
+
 import pandas as pd
 import pytest
 
-from lib import atomic, config, evaluate
+from lib import atomic, config, evaluate, model_card
 
 
 def params_for(tmp_path):
@@ -67,3 +70,19 @@ def test_probes_count_any_text_on_silence_or_noise_as_made_up():
     assert found["probes"] == 4 and found["with_output"] == 2  # the noise got text in both tasks, silence none
     assert found["outputs"]["silence"] == {"transcribe": "", "translate": ""}
     assert found["outputs"]["white noise"]["transcribe"] == "cảm ơn cảm ơn cảm ơn"
+
+
+def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
+    params = config.load("params/demo.yaml", {"output_dir": str(tmp_path)})
+    scores = {"segments": 3, "tasks": {"transcribe": {"metrics": {"wer": {"value": 41.5, "ci95": [30.0, 52.0]}}}}}
+    metrics = atomic.write_json(params.paths.metrics("whisper", "test"), scores)
+    os.utime(metrics, (1_000_000_000, 1_000_000_000))  # an earlier run's 05
+    atomic.write_json(params.paths.results / "whisper_train.json", {
+        "global_step": 16, "best_checkpoint": "checkpoint-16", "parameters": {"trainable": 10, "total": 10},
+        "device": "cpu", "final": {"final_transcribe_wer": 44.0}, "untrained": {"untrained_transcribe_wer": 99.0}})
+    card = model_card.write(params, "whisper").read_text(encoding="utf-8")
+    assert "Not evaluated yet" in card and "41.5" not in card and "| optimizer steps | 16 |" in card
+
+    atomic.write_json(metrics, scores)  # this model's 05
+    card = model_card.write(params, "whisper").read_text(encoding="utf-8")
+    assert "| test split | 3 | 41.5 [30.0, 52.0] |" in card

@@ -49,7 +49,7 @@ class Throwaway(whisper.Whisper):
     params_class = ThrowawayParams
 
     maker, make, unavailable = Family.maker, Family.make, Family.unavailable  # no import_from, no packing:
-    training_examples = Family.training_examples  # the base family's ways
+    training_cache, training_examples = Family.training_cache, Family.training_examples  # the base family's ways
 
     def model_names(self, hp):
         return {"checkpoint": hp.checkpoint}

@@ -171,6 +171,7 @@ def check_generalization(out):
         long_form = summary["long_form"]  # the test segments joined per speaker, decoded whole
         speakers = {line.split("\t")[header.index("speaker")] for line in test_lines[1:]}
         assert long_form["files"] >= len(speakers) and long_form["segments_joined"] == summary["segments"]
+        assert long_form["longest_seconds"] <= long_form["seconds_at_most"] <= (256 / 8 if name == "e2e" else 60)
         total = sum(float(line.split("\t")[header.index("duration")]) for line in test_lines[1:])
         assert long_form["audio_seconds"] == pytest.approx(total + 0.5 * (summary["segments"] - long_form["files"]),
                                                            abs=0.5)

@@ -34,6 +34,15 @@ def test_a_frozen_encoder_leaves_only_the_decoder_to_train(tmp_path):
     assert not any(p.requires_grad for p in bundle.model.model.encoder.parameters())
 
 
+def test_a_frozen_encoder_with_lora_puts_adapters_on_the_decoder_only(tmp_path):
+    bundle = whisper.load_whisper(whisper.build_tiny_whisper(tmp_path / "tiny", TEXTS, vocab_size=300))
+    hp = config.load("params/demo.yaml").whisper
+    adapters.apply(families.get("whisper"), bundle, type(hp)(**{**vars(hp), "freeze_encoder": True, "lora_rank": 4}))
+    trainable = {n for n, p in bundle.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n and ".model.decoder." in n for n in trainable)
+    assert any(".encoder_attn.q_proj.lora_A" in n for n in trainable) and any(".fc2.lora_B" in n for n in trainable)
+
+
 @pytest.mark.slow
 def test_lora_adapters_train_save_resume_and_merge_into_final(tmp_path):
     from peft import PeftModel
@@ -99,7 +108,8 @@ def test_packed_windows_train_with_a_share_of_timestamped_labels(tmp_path):
     params = tiny_run(tmp_path, pack_seconds=6, timestamp_share=0.5, checkpoint_steps=100)
     family = families.get("whisper")
     bundle = family.for_run(params)
-    windows, examples, filtered = family.training_examples(params, bundle)
+    windows = family.training_cache(params, bundle).load()
+    examples, filtered = family.training_examples(params, bundle, windows)
     segments = sum(len(t) for t in windows["texts"])
     assert len(windows) < segments and not filtered  # several segments per window, none over the 6 s window
     timestamp = bundle.tokenizer.convert_tokens_to_ids("<|0.00|>")

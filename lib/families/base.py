@@ -98,10 +98,14 @@ class Family:
         """The split's examples (one per segment and task), and those left out with their reasons."""
         raise NotImplementedError
 
-    def training_examples(self, params: config.Params, bundle: Bundle):
-        """(dataset, examples, filtered) that training draws from: by default the train split's segments."""
-        dataset = self.prepare_features(params.paths, bundle, splits=("train",))["train"].load()
-        return dataset, *self.examples(bundle, dataset, "train")
+    def training_cache(self, params: config.Params, bundle: Bundle) -> features.CachedSplit:
+        """The cache training draws from (computed where missing or stale): by default the train split's segments."""
+        return self.prepare_features(params.paths, bundle, splits=("train",))["train"]
+
+    def training_examples(self, params: config.Params, bundle: Bundle,
+                          dataset) -> tuple[list[tasks.Example], list[dict]]:
+        """The examples training draws from `dataset` (the rows of `training_cache`), and those left out."""
+        return self.examples(bundle, dataset, "train")
 
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """A batch of model inputs from cached inputs."""
@@ -171,10 +175,15 @@ class Family:
         """The cached form of 16 kHz audio (what `prepare_features` stores for a segment)."""
         raise NotImplementedError
 
+    def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
+        """How long a recording `decode_long` takes may be, `wanted` at most: by default what the decoder's positions
+        hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 128 s)."""
+        return min(wanted, self.max_label_tokens(bundle) / LONG_FORM_TOKENS)
+
     def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
                     options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
-        """Decode recordings of any length (long-form): by default each in one pass, its length limit grown with its
-        duration (LONG_FORM_TOKENS per second) up to the decoder's positions."""
+        """Decode whole recordings (long-form; see `long_form_seconds`): by default each in one pass, the length limit
+        grown with the longest recording (LONG_FORM_TOKENS a second) up to the decoder's positions."""
         import dataclasses
 
         seconds = max(len(w) for w in waves) / SAMPLE_RATE

@@ -137,16 +137,18 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
-    def training_examples(self, params: config.Params, bundle: Bundle):
+    def training_cache(self, params: config.Params, bundle: Bundle) -> features.CachedSplit:
         """The train split's segments, or with `pack_seconds` each speaker's segments packed into windows of up to
-        that many seconds, with a `timestamp_share` of the examples timestamped."""
-        hp, paths = params.section(self.name), params.paths
-        if hp.pack_seconds:
-            dataset = features.prepare_whisper_windows(paths.splits, paths.features, bundle.feature_extractor,
-                                                       hp.pack_seconds).load()
-        else:
-            dataset = self.prepare_features(paths, bundle, splits=("train",))["train"].load()
-        return dataset, *self.examples(bundle, dataset, "train", hp.timestamp_share, params.seed)
+        that many seconds."""
+        hp = params.section(self.name)
+        if not hp.pack_seconds:
+            return super().training_cache(params, bundle)
+        return features.prepare_whisper_windows(params.paths.splits, params.paths.features, bundle.feature_extractor,
+                                                hp.pack_seconds)
+
+    def training_examples(self, params: config.Params, bundle: Bundle, dataset):
+        """The examples of `dataset`, a `timestamp_share` of them timestamped."""
+        return self.examples(bundle, dataset, "train", params.section(self.name).timestamp_share, params.seed)
 
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Cached log-mels padded to the model's window, as the extractor pads audio with silence."""
@@ -169,24 +171,32 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
 
+    def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
+        return wanted  # the sequential decoding steps through recordings of any length
+
     def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
                     options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
         """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
-        is decoded with timestamps, and the next window starts at the last timestamp the model gave."""
+        is decoded with timestamps, and the next window starts at the last timestamp the model gave; recordings in
+        batches of the first options' batch size."""
         model, extractor = bundle.model, bundle.feature_extractor
         device = next(model.parameters()).device
-        short = max(len(w) for w in waves) <= extractor.n_samples  # one window: transformers wants it padded
-        batch = extractor(waves, sampling_rate=extractor.sampling_rate, return_tensors="pt",
-                          return_attention_mask=True, **({} if short else {"truncation": False, "padding": "longest"}))
-        texts = {}
+        size = options[0].batch_size
+        texts: dict[str, list[str]] = {o.task: [] for o in options}
         model.eval()
-        with torch.inference_mode():
-            for o in options:
-                ids = model.generate(input_features=batch.input_features.to(device, model.dtype),
-                                     attention_mask=batch.attention_mask.to(device), language=SOURCE_LANGUAGE,
-                                     task=o.task, num_beams=o.num_beams, return_timestamps=True,
-                                     condition_on_prev_tokens=False)
-                texts[o.task] = [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        for first in range(0, len(waves), size):
+            chunk = waves[first:first + size]
+            short = max(len(w) for w in chunk) <= extractor.n_samples  # one window: transformers wants it padded
+            batch = extractor(chunk, sampling_rate=extractor.sampling_rate, return_tensors="pt",
+                              return_attention_mask=True,
+                              **({} if short else {"truncation": False, "padding": "longest"}))
+            with torch.inference_mode():
+                for o in options:
+                    ids = model.generate(input_features=batch.input_features.to(device, model.dtype),
+                                         attention_mask=batch.attention_mask.to(device), language=SOURCE_LANGUAGE,
+                                         task=o.task, num_beams=o.num_beams, return_timestamps=True,
+                                         condition_on_prev_tokens=False)
+                    texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts
 
     def forced_prefix(self, task: str) -> str:
