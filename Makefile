@@ -21,7 +21,7 @@ demo: setup
 test: setup espeak
 	$(PY) -m pytest -q
 
-# CPU benchmarks against the reference recipe, training at whisper-base size included (about 40 minutes on 2 cores);
+# CPU benchmarks against the reference recipe, training at whisper-base size included (about 30 minutes on 2 cores);
 # tables printed, JSON in outputs/bench/.
 bench: setup
 	$(PY) -m bench.prepare

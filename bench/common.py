@@ -44,10 +44,18 @@ def bench_params(name: str, overrides: dict | None = None, fresh: bool = True,
     return params
 
 
-def training_audio(params: config.Params) -> float:
-    """Seconds of audio in the train split's examples (a segment counts once per task it trains)."""
-    segments = manifest_io.read(params.paths.splits / "train.tsv").segments
-    return sum(s.duration * (2 if s.translation else 1) for s in segments)
+def trained_speech(params: config.Params) -> float:
+    """Seconds of speech in the examples Whisper training draws (segments, or packed windows without the silence
+    between their segments), each counted once per task it trains."""
+    from lib import families
+
+    family = families.get("whisper")
+    bundle = family.for_run(params)
+    dataset = family.training_cache(params, bundle).load()
+    examples, _ = family.training_examples(params, bundle, dataset)
+    speech = ([sum(e - s for s, e in zip(starts, ends)) for starts, ends in zip(dataset["starts"], dataset["ends"])]
+              if "starts" in dataset.column_names else dataset["duration"])
+    return sum(speech[e.row] for e in examples)
 
 
 def val_scores(model_dir: Path, out: Path, segments: int = 16) -> dict:

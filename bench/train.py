@@ -143,7 +143,7 @@ def main() -> None:
     reference_params = common.bench_params("train-reference", {"manifest": str(manifest), "whisper": WHISPER},
                                            whisper_base=True)
     reference = whisper_reference(reference_params)
-    audio = common.training_audio(reference_params)
+    audio = common.trained_speech(reference_params)
     runs, rows = {"reference": reference}, []
     for case, overrides in CASES.items():
         params = common.bench_params(f"train-{len(runs)}", {"manifest": str(manifest),

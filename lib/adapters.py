@@ -6,6 +6,7 @@
 - `lora_rank` > 0: the model's weights stay frozen and low-rank adapters on `lora_targets` train (a few percent of the
   parameters, so little optimizer memory); checkpoints hold the adapters only, and `final/` gets them merged in, so
   evaluation and export see a plain model. With `freeze_encoder` as well, only the decoder's modules get adapters.
+  Modules a family starts from random weights (`Family.new_modules`: the E2E model's adapter) train in full.
 """
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ def apply(family: families.Family, bundle: families.Bundle, hp: config.TrainingP
             in_encoder = {id(m) for m in encoder.modules()}
             targets = [name for name, module in bundle.model.named_modules()
                        if name.rsplit(".", 1)[-1] in hp.lora_targets and id(module) not in in_encoder]
+        present = {name.rsplit(".", 1)[-1] for name, _ in bundle.model.named_modules()}
+        new = [m for m in family.new_modules if m in present] or None  # random at the start: trained in full
         bundle.model = get_peft_model(bundle.model, LoraConfig(r=hp.lora_rank, lora_alpha=hp.lora_alpha,
-                                                               target_modules=targets, lora_dropout=0.0, bias="none"))
+                                                               target_modules=targets, modules_to_save=new,
+                                                               lora_dropout=0.0, bias="none"))
     return {"freeze_encoder": hp.freeze_encoder, "lora": {"rank": hp.lora_rank, "alpha": hp.lora_alpha,
                                                           "targets": list(hp.lora_targets)} if hp.lora_rank else None}
 

@@ -146,3 +146,21 @@ def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_e
     assert got_grads.keys() == expected_grads.keys() and len(got_grads) > 50
     for name, grad in expected_grads.items():
         torch.testing.assert_close(got_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_lora_trains_the_randomly_started_adapter_in_full_and_merges_it(folders):
+    from lib import adapters, config
+
+    bundle = e2e.load_e2e(*folders)
+    hp = config.load("params/demo.yaml").e2e
+    adapters.apply(families.get("e2e"), bundle, type(hp)(**{**vars(hp), "lora_rank": 4}))
+    trainable = {n for n, p in bundle.model.named_parameters() if p.requires_grad}
+    assert any(".adapter.modules_to_save." in n and n.endswith("conv.weight") for n in trainable)
+    assert any("lora_A" in n for n in trainable) and not any("embed_tokens" in n for n in trainable)
+    adapter = next(p for n, p in bundle.model.named_parameters() if ".adapter.modules_to_save." in n)
+    with torch.no_grad():
+        adapter.add_(1.0)  # as training would move it
+    plain = adapters.plain(bundle.model)
+    assert any(torch.equal(p, adapter) for n, p in plain.named_parameters() if n.startswith("encoder.adapter."))
+    assert "encoder.adapter.layers.0.conv.weight" in plain.state_dict()
+    assert e2e.is_lna_parameter("enc_to_dec_proj.weight") and e2e.is_lna_parameter("encoder.adapter.layers.0.conv.bias")

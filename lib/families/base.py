@@ -48,6 +48,7 @@ class Family:
     sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
     usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
     long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
+    new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
 
     # --- models ------------------------------------------------------------------------------------------------------
 

@@ -20,13 +20,14 @@ from lib.families.base import Bundle, Family, local_or_hub, unwrap
 
 LANGUAGE_CODES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
 MBART_DECODER_START = 2  # </s>, as in mBART-50
+NEW_MODULES = ("adapter", "enc_to_dec_proj")  # wav2vec2's adapter and the 768 -> 1024 bridge start random
 
 
 @dataclass(frozen=True)
 class E2EParams(config.TrainingParams):
     encoder: str  # wav2vec2: hub id or local folder
     decoder: str  # mBART-50: hub id or local folder
-    lna: bool  # train only LayerNorms, attention and the adapter (fits the 4 GB dev GPU)
+    lna: bool  # train only LayerNorms, attention and the new modules (adapter, bridge to the decoder)
 
 
 class DecoderNotLoaded(RuntimeError):
@@ -40,6 +41,7 @@ class E2E(Family):
     params_class = E2EParams
     input_column = "input_values"
     sampling = "group_by_length"
+    new_modules = NEW_MODULES
     usage = """
 from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
 
@@ -162,7 +164,7 @@ def check_decoder_loaded(model, source) -> None:
 
 
 def freeze_for_training(model, lna: bool) -> None:
-    """Freeze the wav2vec2 feature encoder; with `lna`, train only LayerNorms, attention and the adapter (LNA)."""
+    """Freeze the wav2vec2 feature encoder; with `lna`, train only LayerNorms, attention and the new modules (LNA)."""
     model.encoder.freeze_feature_encoder()
     if not lna:
         return
@@ -171,11 +173,11 @@ def freeze_for_training(model, lna: bool) -> None:
 
 
 def is_lna_parameter(name: str) -> bool:
-    """LayerNorms anywhere, encoder self-attention, decoder self- and cross-attention, and the encoder adapter."""
+    """LayerNorms anywhere, encoder self-attention, decoder self- and cross-attention, and the new modules."""
     if "feature_extractor" in name:  # the convolutional feature encoder stays frozen
         return False
     return ("layer_norm" in name or "layernorm" in name or ".attention." in name or "self_attn" in name
-            or "encoder_attn" in name or ".adapter." in name)
+            or "encoder_attn" in name or any(part in NEW_MODULES for part in name.split(".")))
 
 
 def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iterable[str], vocab_size: int = 1000,
