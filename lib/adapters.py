@@ -6,7 +6,7 @@
 - `lora_rank` > 0: the model's weights stay frozen and low-rank adapters on `lora_targets` train (a few percent of the
   parameters, so little optimizer memory); checkpoints hold the adapters only, and `final/` gets them merged in, so
   evaluation and export see a plain model. With `freeze_encoder` as well, only the decoder's modules get adapters.
-  Modules a family starts from random weights (`Family.new_modules`: the E2E model's adapter) train in full.
+  Modules a family starts from random weights (`Family.new_modules`: the E2E adapter and bridge) train in full.
 """
 from __future__ import annotations
 
