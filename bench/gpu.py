@@ -14,6 +14,7 @@ profile's size (segments, with two label rows each in the shared cases). Reporte
 
     python -m bench.gpu                # the dev and prod cases, on the GPU (meant to finish within 10 minutes)
     python -m bench.gpu --tiny         # tiny sizes on the CPU: checks the script itself (the tests run this)
+    python -m bench.gpu --static-memory  # on any machine: what each dev case holds before activations
 """
 from __future__ import annotations
 
@@ -202,6 +203,16 @@ def run_case(case: Case, tiny: bool, steps: int, warmup: int) -> dict:
     return result
 
 
+def static_memory(case: Case, tiny: bool) -> dict:
+    """What a case holds before any activation, counted on the CPU: fp32 weights (autocast keeps them), and for what
+    trains fp32 gradients and AdamW's two moments."""
+    model, _ = build(case, tiny)
+    parameters = families.count_parameters(model)
+    held = parameters["total"] * 4 + parameters["trainable"] * (4 + 8)
+    return {"name": case.name, "parameters": parameters, "weights_gradients_optimizer_bytes": held,
+            "weights_gradients_optimizer_gib": round(held / 2**30, 2)}
+
+
 def _synchronize(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -214,13 +225,33 @@ def _peak_tflops(device, dtype) -> float | None:
     return next((rate for key, rate in PEAK_TFLOPS.items() if key in name), None)
 
 
+def static_memories(tiny: bool) -> list[dict]:
+    """`static_memory` of every dev case, printed and written to outputs/bench/gpu-static-memory(-tiny).json."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    results = []
+    for case in (c for c in CASES if c.name.startswith("dev")):
+        results.append(static_memory(case, tiny))
+        p = results[-1]["parameters"]
+        print(f"{case.name:<30} {p['total'] / 1e6:8.1f} M parameters, {p['trainable'] / 1e6:8.1f} M trainable: "
+              f"{results[-1]['weights_gradients_optimizer_gib']:.2f} GiB before activations", flush=True)
+    common.atomic.write_json(common.BENCH_DIR / f"gpu-static-memory{'-tiny' if tiny else ''}.json",
+                             {"machine": common.machine(), "cases": results})
+    return results
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (checks the script on a CPU)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
+    parser.add_argument("--static-memory", action="store_true",
+                        help="the dev cases' weights, gradients and optimizer state, counted on the CPU")
     args = parser.parse_args(argv)
+    if args.static_memory:
+        return static_memories(args.tiny)
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("no GPU here: run with --tiny to check the script on the CPU")
     from transformers.utils import logging as transformers_logging

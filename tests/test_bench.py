@@ -43,3 +43,14 @@ def test_the_step_clock_stops_at_the_last_optimizer_step(tmp_path):
     assert summary["global_step"] > 0
     # the closing evaluation (8 segments, both tasks, generated) and checkpoint come after the clock stopped
     assert 0 < clock.seconds < summary["train_seconds"]
+
+
+def test_static_memory_counts_weights_for_all_and_optimizer_state_for_what_trains():
+    results = {r["name"]: r for r in gpu.main(["--static-memory", "--tiny"])}
+    assert set(results) == {c.name for c in gpu.CASES if c.name.startswith("dev")}
+    for result in results.values():
+        p = result["parameters"]
+        assert result["weights_gradients_optimizer_bytes"] == 4 * p["total"] + 12 * p["trainable"] > 0
+    lna, lora, full = (results[n]["parameters"]["trainable"] for n in ("dev e2e (lna)", "dev e2e, LoRA",
+                                                                          "dev e2e (full fine-tuning)"))
+    assert lora < lna < full
