@@ -1,8 +1,8 @@
 """Stages 03 and 04: multitask fine-tuning, the code-switched transcript and the English translation of each segment.
 
 One loop for every model family (lib.families): the family gives the starting model, its cached inputs, its examples
-(one per segment, or packed window, and task) and how it decodes; Hugging Face's Seq2SeqTrainer runs the loop, so `accelerate launch`
-spreads it over GPUs or machines:
+(one per segment, or packed window, and task) and how it decodes; Hugging Face's Seq2SeqTrainer runs the loop, so
+`accelerate launch` spreads it over GPUs or machines:
 
     python -m lib.train --params params/dev.yaml whisper
     python -m lib.train --params params/dev.yaml e2e
@@ -99,8 +99,8 @@ class TrainingDiverged(RuntimeError):
         super().__init__(
             f"{name}: the training loss is {loss} at optimizer step {step}; training stopped there ({kept}). "
             "Try a lower learning_rate, bf16 instead of fp16 where the GPU has it (fp16 overflows), a longer "
-            "warmup_ratio, or a lower max_grad_norm (gradient clipping); a NaN from the first steps points at the data (a corrupt "
-            "audio file, an empty label).")
+            "warmup_ratio, or a lower max_grad_norm (gradient clipping); a NaN from the first steps points at the "
+            "data (a corrupt audio file, an empty label).")
         self.step, self.loss, self.checkpoint = step, loss, checkpoint
 
 

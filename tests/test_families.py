@@ -70,8 +70,8 @@ def throwaway(monkeypatch):
 def throwaway_section(out: Path) -> dict:
     section = {k: v for k, v in config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")["whisper"].items()
                if k not in ("model", "import_from", "pack_seconds", "timestamp_share")}
-    return {**section, "checkpoint": str(out / "models" / "throwaway"), "build_tiny": True, "epochs": 1, "checkpoint_steps": 100,
-            "eval_segments": 4, "max_length": 16}
+    return {**section, "checkpoint": str(out / "models" / "throwaway"), "build_tiny": True, "epochs": 1,
+            "checkpoint_steps": 100, "eval_segments": 4, "max_length": 16}
 
 
 def test_a_registered_family_gets_its_params_section_and_its_stage(throwaway, tmp_path):
