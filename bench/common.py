@@ -91,6 +91,15 @@ def step_clock():
     return StepClock()
 
 
+def timed_train(params: config.Params, name: str) -> tuple[dict, float]:
+    """`lib.train.train` as 03 and 04 run it: its summary, and its seconds on the `step_clock`."""
+    from lib import train
+
+    clock = step_clock()
+    summary = train.train(params, name, callbacks=[clock])
+    return summary, clock.seconds
+
+
 def split_segments(params: config.Params, names: tuple[str, ...]) -> list[manifest_io.Segment]:
     return [s for name in names for s in manifest_io.read(params.paths.splits / f"{name}.tsv").segments]
 

@@ -15,7 +15,7 @@ of the full demo split, one segment at a time as 05 decodes them.
 from __future__ import annotations
 
 from bench import common
-from lib import demo_corpus, train
+from lib import demo_corpus
 
 SPEAKERS, PER_SPEAKER = 10, 8
 COMMON = {"epochs": 1, "checkpoint_steps": 100_000, "eval_segments": 2, "resume": False, "logging_steps": 1,
@@ -31,11 +31,10 @@ def main() -> None:
     for number, (case, overrides) in enumerate(CASES.items()):
         params = common.bench_params(f"packing-{number}", {"manifest": str(manifest),
                                                            "whisper": {**COMMON, **overrides}}, whisper_base=True)
-        clock = common.step_clock()
-        summary = train.train(params, "whisper", callbacks=[clock])
+        summary, seconds = common.timed_train(params, "whisper")
         assert summary["filtered"] == 0, f"{case}: {summary['filtered']} examples left out; both must train all audio"
         runs[case] = {"steps": summary["global_step"], "examples": summary["examples"]["train"],
-                      "seconds": round(clock.seconds, 1), "audio_seconds": round(common.trained_speech(params), 1),
+                      "seconds": round(seconds, 1), "audio_seconds": round(common.trained_speech(params), 1),
                       "val": common.val_scores(params.paths.model("whisper") / "final", params.paths.root / "eval")}
     unpacked, packed = runs["unpacked"], runs["packed into 30 s windows"]
     rows = [common.Row(f"whisper-base training, packed 30 s windows vs one segment per input "

@@ -3,7 +3,7 @@ model, ours against the reference recipe, on the same examples for the same opti
 
 Every case trains one epoch over one demo segment per speaker (the train split of that slice: two examples per
 segment, transcript and translation), fp32, learning rate, schedule and seed alike, and reports examples/s and
-seconds of training audio per second, timed on both sides by the same clock from the start of training to the end of
+seconds of speech trained per second, timed on both sides by the same clock from the start of training to the end of
 its last optimizer step (our runs then evaluate and write a checkpoint, which the reference does not; that time is
 in the JSON, not in the ratio):
 - reference: the "Fine-Tune Whisper" blog's recipe (features per example in `datasets.map`, its collator,
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from bench import common
-from lib import demo_corpus, families, precision, train
+from lib import demo_corpus, families, precision
 from lib.families import e2e, whisper
 
 SLICE = 1  # demo segments per speaker for whisper-base
@@ -80,7 +80,8 @@ def reference_dataset(params, prepare_example):
     return dataset.map(prepare_example, remove_columns=dataset.column_names)
 
 
-def reference_trainer(params, hp, model, dataset, collator, name: str, clock):
+def reference_run(params, hp, model, dataset, collator, name: str) -> dict:
+    """Train as the reference does, timed on the `step_clock`."""
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
     args = Seq2SeqTrainingArguments(
@@ -90,7 +91,10 @@ def reference_trainer(params, hp, model, dataset, collator, name: str, clock):
         logging_steps=hp.logging_steps, report_to="none", seed=params.seed, disable_tqdm=True,
         dataloader_num_workers=hp.dataloader_workers, use_cpu=not torch.cuda.is_available(),
         **precision.trainer_flags(hp.precision))
-    return Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[clock])
+    clock = common.step_clock()
+    output = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                            callbacks=[clock]).train()
+    return {"examples": len(dataset), "seconds": round(clock.seconds, 1), "steps": output.global_step}
 
 
 def whisper_reference(params) -> dict:
@@ -105,9 +109,7 @@ def whisper_reference(params) -> dict:
 
     dataset = reference_dataset(params, prepare_dataset)
     collator = DataCollatorSpeechSeq2SeqWithPadding(bundle.processor, model.config.decoder_start_token_id)
-    clock = common.step_clock()
-    output = reference_trainer(params, params.whisper, model, dataset, collator, "whisper", clock).train()
-    return {"examples": len(dataset), "seconds": round(clock.seconds, 1), "steps": output.global_step}
+    return reference_run(params, params.whisper, model, dataset, collator, "whisper")
 
 
 def e2e_reference(params) -> dict:
@@ -124,18 +126,13 @@ def e2e_reference(params) -> dict:
 
     dataset = reference_dataset(params, prepare_dataset)
     collator = DataCollatorSpeechSeq2SeqWithPadding(Processor(extractor, tokenizer), e2e.MBART_DECODER_START)
-    clock = common.step_clock()
-    output = reference_trainer(params, hp, model, dataset, collator, "e2e", clock).train()
-    return {"examples": len(dataset), "seconds": round(clock.seconds, 1), "steps": output.global_step}
+    return reference_run(params, hp, model, dataset, collator, "e2e")
 
 
 def ours(params, name: str) -> dict:
-    clock = common.step_clock()
-    summary = train.train(params, name, callbacks=[clock])
-    return {"examples": summary["examples"]["train"], "steps": summary["global_step"], "seconds": round(clock.seconds, 1),
+    summary, seconds = common.timed_train(params, name)
+    return {"examples": summary["examples"]["train"], "steps": summary["global_step"], "seconds": round(seconds, 1),
             "seconds_with_closing_eval_and_checkpoint": summary["train_seconds"]}
-
-
 
 
 def main() -> None:
@@ -155,7 +152,7 @@ def main() -> None:
         rows.append(common.Row(f"whisper-base training, {case} ({reference['examples']} examples)", "examples/s",
                                runs[case]["examples"] / runs[case]["seconds"],
                                reference["examples"] / reference["seconds"]))
-        rows.append(common.Row(f"whisper-base training, {case}", "audio seconds/s", audio / runs[case]["seconds"],
+        rows.append(common.Row(f"whisper-base training, {case}", "speech seconds/s", audio / runs[case]["seconds"],
                                audio / reference["seconds"]))
     e2e_slice = demo_corpus.subset(common.BENCH_DIR / f"demo-{E2E_SLICE}-per-speaker.tsv", E2E_SLICE)
     e2e_params = common.bench_params("train-e2e", {"manifest": str(e2e_slice), "e2e": {

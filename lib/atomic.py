@@ -44,24 +44,34 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 @contextmanager
 def folder(path: str | Path) -> Iterator[Path]:
     """A folder written whole or not at all: yields a staging folder beside `path`, which replaces `path` (with the
-    umask's permissions) when the block ends, and is removed if it raises. An old `path` is renamed aside first and
-    deleted only once the new one is in place, so an interruption never loses both."""
+    umask's permissions, `replace_folder`) when the block ends, and is removed if it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    old = staging.with_name(staging.name + ".old")
     try:
         yield staging
         make_shareable(staging)
-        if path.exists():
-            os.replace(path, old)
+        replace_folder(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def replace_folder(staging: str | Path, path: str | Path) -> Path:
+    """Move the complete folder `staging` to `path` (on the same file system). An old `path` is renamed aside first
+    and deleted only once the new one is in place, so an interruption never loses both."""
+    staging, path = Path(staging), Path(path)
+    old = staging.with_name(staging.name + ".old")
+    if path.exists():
+        os.replace(path, old)
+    try:
         os.replace(staging, path)
     except BaseException:
         if old.exists() and not path.exists():
             os.replace(old, path)
-        shutil.rmtree(staging, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+    return path
 
 
 def make_shareable(folder: str | Path) -> Path:

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from lib import atomic, families, metrics
+from lib import atomic, evaluate, families, metrics
 from lib.config import SPLITS
 
 PALETTE = "colorblind"
@@ -166,21 +166,16 @@ def hallucination(params, out: Path) -> plt.Figure:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     rows = []
     for split in params.eval_sets:
-        for name in families.names():
-            for untrained in (False, True):
-                path = params.paths.metrics(name, split, untrained)
-                if not path.exists():
-                    continue
-                found = json.loads(path.read_text(encoding="utf-8"))
-                probes = found["hallucination"]["probes"]
-                model = (f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
-                         f" ({probes['with_output']}/{probes['probes']} probes got text)")
-                views = {"transcripts": found["hallucination"]["transcribe"]["share"],
-                         "translations": found["hallucination"]["translate"]["share"]}
-                if "long_form" in found:
-                    views["long-form transcripts"] = found["long_form"]["hallucination"]["transcribe"]["share"]
-                rows += [{"model": model, "what": f"{view}, {split}", "share": share}
-                         for view, share in views.items() if share is not None]
+        for name, untrained, found in evaluate.written_metrics(params, split):
+            probes = found["hallucination"]["probes"]
+            model = (f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
+                     f" ({probes['with_output']}/{probes['probes']} probes got text)")
+            views = {"transcripts": found["hallucination"]["transcribe"]["share"],
+                     "translations": found["hallucination"]["translate"]["share"]}
+            if "long_form" in found:
+                views["long-form transcripts"] = found["long_form"]["hallucination"]["transcribe"]["share"]
+            rows += [{"model": model, "what": f"{view}, {split}", "share": share}
+                     for view, share in views.items() if share is not None]
     fig, ax = plt.subplots(figsize=(11, 4.5))
     sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", ax=ax)
     ax.set(title="Hallucinated hypotheses: a repeated-words loop, or over twice the reference's length",

@@ -84,9 +84,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
         "bootstrap": {"resamples": hp.bootstrap_resamples, "seed": params.seed,
                       "interval": "95 % percentile bootstrap over utterances"},
-        "device": str(device), "tasks": {},
+        "device": str(device), "tasks": {}, "hallucination": {},
     }
-    summary["hallucination"] = {}
     for task in tasks.TASKS:
         frame, summary["tasks"][task], summary["hallucination"][task] = score(task, rows, decoded[task], params)
         atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
@@ -120,6 +119,15 @@ def load(family: families.Family, model_dir: Path) -> families.Bundle:
     if not (model_dir / "config.json").exists():
         raise ModelMissing(f"{model_dir}: no trained {family.name} model there; run {family.notebook} first")
     return family.load_trained(model_dir)
+
+
+def written_metrics(params: config.Params, split: str):
+    """(family, untrained, metrics) for every metrics file 05 wrote for the split, in family order, trained first."""
+    for name in families.names():
+        for untrained in (False, True):
+            path = params.paths.metrics(name, split, untrained)
+            if path.exists():
+                yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
 def score(task: str, rows: dict[str, list], hypotheses: list[str], params: config.Params):

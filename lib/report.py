@@ -46,7 +46,7 @@ def generalization_table(params: config.Params):
     new_speakers = {"test": True, "heldout": not report.get("heldout", {}).get("shared_speakers")}
     rows = []
     for split in params.eval_sets:
-        for name, untrained, summary in _metrics_files(params, split):
+        for name, untrained, summary in evaluate.written_metrics(params, split):
             scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
                       for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
                       if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
@@ -64,7 +64,7 @@ def long_form_table(params: config.Params):
     """Each model's test scores on the segments and on the same segments joined into recordings (long-form), with
     their ratio: a model that still works on whole recordings keeps WER near its segment WER."""
     rows = []
-    for name, untrained, summary in _metrics_files(params, "test"):
+    for name, untrained, summary in evaluate.written_metrics(params, "test"):
         if "long_form" not in summary:
             continue
         long, short = summary["long_form"]["tasks"], summary["tasks"]
@@ -85,7 +85,7 @@ def hallucination_table(params: config.Params):
     wrote for a few seconds of silence and of noise."""
     rows = []
     for split in params.eval_sets:
-        for name, untrained, summary in _metrics_files(params, split):
+        for name, untrained, summary in evaluate.written_metrics(params, split):
             found, probes = summary["hallucination"], summary["hallucination"]["probes"]
             rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
                          "set": SET_LABELS[split], "transcripts (%)": found["transcribe"]["share"],
@@ -96,15 +96,6 @@ def hallucination_table(params: config.Params):
                          "on silence": probes["outputs"]["silence"]["transcribe"] or "(nothing)",
                          "on noise": probes["outputs"]["white noise"]["transcribe"] or "(nothing)"})
     return pd.DataFrame(rows).style.hide(axis="index")
-
-
-def _metrics_files(params: config.Params, split: str):
-    """(family, untrained, metrics) for every metrics file 05 wrote for the split."""
-    for name in families.names():
-        for untrained in (False, True):
-            path = params.paths.metrics(name, split, untrained)
-            if path.exists():
-                yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
 def parity_table(parity: dict):

@@ -24,16 +24,16 @@ class Example:
     labels: list[int]
 
 
-def task_examples(dataset, split: str, tokenize: Callable[[str, list[int]], list[list[int]]],
+def task_examples(dataset, split: str, tokenize: Callable[[str, list[int], list[str]], list[list[int]]],
                   reject: Callable[[int, list[int]], str | None]) -> tuple[list[Example], list[dict]]:
-    """Per task, tokenize the rows that have its text (`tokenize(task, rows)`), and keep each example unless
+    """Per task, tokenize the rows that have its text (`tokenize(task, rows, texts)`), and keep each example unless
     `reject(row, labels)` gives a reason, in which case it is listed with the reason instead."""
     kept, filtered = [], []
     ids = dataset["id"]
     for task in TASKS:
         texts = dataset[TEXT_COLUMN[task]]
         wanted = [i for i, t in enumerate(texts) if t]
-        labels = tokenize(task, wanted) if wanted else []
+        labels = tokenize(task, wanted, [texts[i] for i in wanted]) if wanted else []
         for row, label in zip(wanted, labels):
             reason = reject(row, label)
             if reason:

@@ -80,10 +80,9 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         are left out and listed."""
         tokenizer, max_tokens = bundle.tokenizer, self.max_label_tokens(bundle)
 
-        def tokenize(task, rows):
+        def tokenize(task, rows, texts):
             tokenizer.tgt_lang = LANGUAGE_CODES[task]
-            texts = dataset[tasks.TEXT_COLUMN[task]]
-            return tokenizer(text_target=[texts[i] for i in rows]).input_ids
+            return tokenizer(text_target=texts).input_ids
 
         def reject(row, labels):
             if len(labels) > max_tokens:

@@ -118,11 +118,10 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         tokenizer, window_seconds = bundle.tokenizer, bundle.feature_extractor.chunk_length
         durations = dataset["duration"]
 
-        def tokenize(task, rows):
+        def tokenize(task, rows, texts):
             timed = [r for r in rows if random.Random(f"{seed}-{split}-{r}-{task}").random() < timestamp_share]
             tokenizer.set_prefix_tokens(language=SOURCE_LANGUAGE, task=task, predict_timestamps=False)
-            texts = dataset[tasks.TEXT_COLUMN[task]]
-            labels = dict(zip(rows, tokenizer([texts[r] for r in rows]).input_ids))
+            labels = dict(zip(rows, tokenizer(texts).input_ids))
             pieces = segment_times(dataset, timed, task) if timed else {}
             for row in timed:
                 labels[row] = timestamped_label(tokenizer, task, pieces[row])
