@@ -49,10 +49,10 @@ def trained_speech(params: config.Params) -> float:
     between their segments), each counted once per task it trains."""
     from lib import families
 
-    family = families.get("whisper")
-    bundle = family.for_run(params)
-    dataset = family.training_cache(params, bundle).load()
-    examples, _ = family.training_examples(params, bundle, dataset)
+    family, hp = families.get("whisper"), params.whisper
+    bundle = family.starting_model(hp, params.paths, params.seed)
+    dataset = family.training_cache(hp, params.paths, bundle).load()
+    examples, _ = family.training_examples(hp, bundle, dataset, params.seed)
     speech = ([sum(e - s for s, e in zip(starts, ends)) for starts, ends in zip(dataset["starts"], dataset["ends"])]
               if "starts" in dataset.column_names else dataset["duration"])
     return sum(speech[e.row] for e in examples)

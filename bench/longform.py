@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from bench import common
-from lib import config, evaluate, features, manifest as manifest_io
+from lib import config, evaluate, manifest as manifest_io, packing
 
 LONG_FORM_SECONDS = 90  # three 30 s windows: two hand-overs per recording
 
@@ -25,7 +25,7 @@ def main() -> None:
         raise SystemExit(f"{final}: no fine-tuned Whisper yet; run `make demo` first")
     test = manifest_io.read(demo.paths.splits / "test.tsv")
     first: dict[str, list] = {}  # each speaker's first LONG_FORM_SECONDS of test segments
-    for file in features.pack(test.segments, LONG_FORM_SECONDS, stream=lambda seg: seg.group):
+    for file in packing.pack(test.segments, LONG_FORM_SECONDS, stream=lambda seg: seg.group):
         first.setdefault(file[0].group, file)
     kept = [seg for file in first.values() for seg in file]
     params = config.load("params/demo.yaml", {

@@ -1,7 +1,7 @@
 """Feature preparation: segments/s of 02_prepare's Whisper feature cache against the reference recipe.
 
 Both compute whisper-tiny's 80-bin log-mel features for every segment of the demo corpus (1,200 segments, 1 h):
-- ours (`lib.features.prepare_whisper`): decode each segment, extract features from the segment itself (the collator
+- ours (the Whisper family's `prepare_features`, lib.features' cache): decode each segment, extract features from the segment itself (the collator
   pads to 30 s later), store float16 in one Arrow file; warm: the cache key matches and nothing is computed;
 - reference (the blog): decode + `WhisperFeatureExtractor` on each example inside `datasets.map`, which pads every
   example to 30 s and stores float32; warm: `datasets` finds its cache file for the same map.
@@ -14,7 +14,7 @@ import shutil
 import time
 
 from bench import common
-from lib import features
+from lib import families
 from lib.split import SPLITS
 
 
@@ -24,14 +24,15 @@ def main() -> None:
 
     params = common.bench_params("prepare")
     extractor = WhisperFeatureExtractor()  # whisper-tiny's settings: 80 mel bins, 30 s window
+    family, bundle = families.get("whisper"), families.Bundle(None, None, extractor)  # features need the extractor
     segments = common.split_segments(params, SPLITS)
     count = len(segments)
 
     began = time.perf_counter()
-    features.prepare_whisper(params.paths.splits, params.paths.features, extractor)
+    family.prepare_features(params.paths, bundle)
     ours_cold = time.perf_counter() - began
     began = time.perf_counter()
-    cached = features.prepare_whisper(params.paths.splits, params.paths.features, extractor)
+    cached = family.prepare_features(params.paths, bundle)
     ours_warm = time.perf_counter() - began
     assert all(c.reused for c in cached.values())
     ours_bytes = sum(f.stat().st_size for f in params.paths.features.rglob("*") if f.is_file())

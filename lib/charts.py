@@ -134,7 +134,7 @@ def generalization(params, out: Path) -> plt.Figure:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)"}
     series, scores = [], {split: [] for split in params.eval_sets}
-    for name in families.names():
+    for name in params.family_names:
         for untrained in (False, True):
             found = {split: json.loads(path.read_text(encoding="utf-8")) for split in params.eval_sets
                      if (path := params.paths.metrics(name, split, untrained)).exists()}

@@ -1,37 +1,30 @@
-"""Run parameters: load `params/<profile>.yaml`, validate strictly, deep-merge overrides.
+"""Run parameters: load `params/<profile>.yaml`, deep-merge overrides, validate strictly.
 
-A params file is a complete description of a run. Every key is required, unknown keys are errors, and every error
-names the key (``whisper.learning_rate: expected a number, got 'fast'``). YAML 1.1 reads ``1e-4`` as a string; a float
-field takes it as a float all the same.
+A params file is a complete description of a run: it is the one place where values live. The runner's `--set`,
+papermill's `-p overrides` and a JupyterLab edit of a notebook's `overrides` all come through `load`. Every key is
+required, unknown keys are errors, and every error names the key (see lib.schema).
 
-Each model family (lib.families) brings its own section, validated by the dataclass the family declares on top of
-`TrainingParams`; `params.whisper` reads the section of the family named `whisper`.
-
-Relative paths in a params file are relative to the project root (the folder holding ``params/``), whatever the
-current directory, so a notebook opened in JupyterLab and the headless runner read the same files.
+`families` names the model families a run trains, evaluates and charts (lib.families); each brings its own section,
+validated by the params dataclass the family declares on top of `schema.TrainingParams`, and `params.whisper` reads
+the section of the family named `whisper`.
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import re
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SPLITS = ("train", "val", "test")
+from lib import families
+from lib.schema import (PROJECT_ROOT, SPLITS, MayBeEmpty, ParamsError, Precision, RunPaths, TrainingParams,  # noqa: F401
+                        build_fields, resolve, result_name, show)  # schema names callers read from config
 
-Precision = Literal["fp32", "fp16", "bf16"]
-MayBeEmpty = Annotated[str, "may be empty"]  # a string the params may leave empty ("") to mean none
 EvalSet = Literal["test", "heldout"]  # the test split, and the held-out manifest's segments
-Quantization = Literal["float16", "int8_float16", "int8"]
 
 
 @dataclass(frozen=True)
@@ -53,47 +46,6 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
-class TrainingParams:
-    """What every model family's section holds: batches, schedule, precision, checkpoints, decoding during training.
-    A family's params dataclass adds the models it loads (see lib.families)."""
-
-    build_tiny: bool  # build tiny random-weight models at the named folders if they do not exist (demo, tests)
-    batch_size: int
-    eval_batch_size: int
-    grad_accum: int
-    learning_rate: float
-    warmup_ratio: float
-    max_grad_norm: float  # gradients clipped to this norm (0: no clipping)
-    epochs: float
-    precision: Precision
-    gradient_checkpointing: bool
-    share_encoder: bool  # a segment's examples train on one encoder pass; batch_size then counts segments
-    freeze_encoder: bool  # train the decoder only (fast and small; gives most acoustic adaptation away)
-    lora_rank: int  # > 0: train LoRA adapters of this rank on lora_targets instead of the weights (peft)
-    lora_alpha: float  # LoRA scaling (alpha / rank multiplies the adapters' output)
-    lora_targets: tuple[str, ...]  # names of the modules that get adapters (q_proj, v_proj, ...)
-    checkpoint_steps: int  # evaluate on val and save a checkpoint every this many optimizer steps
-    logging_steps: int
-    eval_segments: int  # val segments scored during training per task (0: all)
-    max_length: int  # generated tokens at most when val is decoded, prefix included
-    dataloader_workers: int
-    resume: bool  # continue from the last complete checkpoint in the output folder
-
-    def check(self) -> list[str]:
-        problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
-                    "checkpoint_steps", "logging_steps", "max_length") if getattr(self, name) < 1]
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append("warmup_ratio: must be in [0, 1)")
-        if self.lora_rank < 0 or (self.lora_rank and not self.lora_targets):
-            problems.append("lora_rank: must be 0 (no LoRA) or more, with lora_targets naming modules")
-        if self.max_grad_norm < 0:
-            problems.append("max_grad_norm: must be 0 or more")
-        if self.epochs <= 0 or self.learning_rate <= 0:
-            problems.append("epochs and learning_rate: must be above 0")
-        return problems
-
-
-@dataclass(frozen=True)
 class EvaluationParams:
     """Decoding of the test split (05_evaluate), the bootstrap, and the targets the report marks pass or fail."""
 
@@ -107,7 +59,6 @@ class EvaluationParams:
     target_wer: float  # percent; a model passes below it
     target_bleu: float  # a model passes above it
     untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
-    ct2_parity: tuple[Quantization, ...]  # CTranslate2 exports of Whisper checked against it on the test split
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
@@ -119,8 +70,8 @@ class EvaluationParams:
 
 @dataclass(frozen=True)
 class Params:
-    """One run. Sections a notebook did not ask for (see `from_notebook`) are None; `models` holds the sections of
-    the model families by family name, also readable as attributes (`params.whisper`)."""
+    """One run. `families` as the params file names them; `models` holds each named family's section by family
+    name, also readable as an attribute (`params.whisper`)."""
 
     profile: str
     manifest: str
@@ -128,19 +79,27 @@ class Params:
     output_dir: str
     seed: int
     on_error: Literal["fail", "skip"]
-    split: SplitParams | None = None
-    evaluation: EvaluationParams | None = None
+    families: tuple[str, ...]  # the families a run trains: names in lib/families, or dotted module paths
+    split: SplitParams
+    evaluation: EvaluationParams
     models: Mapping[str, TrainingParams] = field(default_factory=dict)
 
     def __getattr__(self, name: str):
-        if name in _family_sections():
-            return self.__dict__["models"].get(name)
+        models = self.__dict__.get("models", {})
+        if name in models:
+            return models[name]
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """The run's families by section name, in the order of their training notebooks."""
+        return tuple(self.models)
+
     def section(self, family: str) -> TrainingParams:
-        """The params section of a model family; ParamsError naming the key when it was not given."""
-        if self.models.get(family) is None:
-            raise ParamsError("params", [f"{family}: missing value"])
+        """The params section of a family the run names; ParamsError naming the key when it names no such family."""
+        if family not in self.models:
+            raise ParamsError("params", [f"families: {family} is not one of the run's families "
+                                         f"({', '.join(self.models)})"])
         return self.models[family]
 
     @property
@@ -153,90 +112,15 @@ class Params:
         return ("test", "heldout") if self.heldout_manifest else ("test",)
 
     @property
-    def paths(self) -> "RunPaths":
+    def paths(self) -> RunPaths:
         return RunPaths(resolve(self.output_dir))
 
     def to_dict(self) -> dict[str, Any]:
         """The params as a params file holds them: family sections at the top level."""
         flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "models"}
         flat.update(self.models)
-        plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()
-                 if v is not None}
-        return json.loads(json.dumps(plain))  # lists, not tuples: papermill writes only plain values back
-
-
-RUN_KEYS = ("profile", "manifest", "heldout_manifest", "output_dir", "seed", "on_error")
-
-
-def _family_sections() -> dict[str, type]:
-    """Family name -> its params dataclass. Imported here, not at the top: each family's dataclass builds on this
-    module's TrainingParams."""
-    from lib import families
-
-    return {name: family.params_class for name, family in families.FAMILIES.items()}
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where each stage writes, under `outputs/<profile>/` (the README's Outputs section)."""
-
-    root: Path
-
-    @property
-    def splits(self) -> Path:
-        return self.root / "splits"
-
-    @property
-    def features(self) -> Path:
-        return self.root / "features"
-
-    def model(self, family: str) -> Path:
-        """A model family's checkpoints and `final/`."""
-        return self.root / family
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    def metrics(self, family: str, split: str = "test", untrained: bool = False) -> Path:
-        """05's metrics of a family's trained (or starting) model on a split."""
-        return self.results / f"{result_name(family, split, untrained)}_metrics.json"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tensorboard"
-
-    @property
-    def charts(self) -> Path:
-        return self.root / "charts"
-
-    @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-    @property
-    def provenance(self) -> Path:
-        return self.root / "provenance.json"
-
-
-def result_name(family: str, split: str = "test", untrained: bool = False) -> str:
-    """How 05 names a model's results: `whisper` (trained, test split), `whisper_heldout`, `whisper_untrained_heldout`."""
-    return family + ("_untrained" if untrained else "") + ("" if split == "test" else f"_{split}")
-
-
-class ParamsError(ValueError):
-    """Every problem found in a params file, one per line, each naming its key."""
-
-    def __init__(self, source: str, problems: list[str]):
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: invalid parameters:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-def resolve(path: str | Path) -> Path:
-    """A path from a params file, relative to the project root unless absolute."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+        plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in flat.items()}
+        return json.loads(json.dumps(plain))  # plain lists and mappings, as YAML and JSON hold them
 
 
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
@@ -290,125 +174,54 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return merged
 
 
-def validate(raw: Mapping[str, Any], source: str = "params", keys: tuple[str, ...] | None = None) -> Params:
-    """Build `Params` from plain data; `keys` limits which top-level keys are required (all by default)."""
-    hints = typing.get_type_hints(Params, include_extras=True)
-    schema = {f.name: hints[f.name] for f in fields(Params) if f.name != "models"} | _family_sections()
-    problems: list[str] = []
+def validate(raw: Mapping[str, Any], source: str = "params") -> Params:
+    """Build `Params` from plain data: the run keys, `split`, `evaluation`, and the section of every family that
+    `families` names (each family found, or imported from its module path, through lib.families)."""
     if not isinstance(raw, Mapping):
-        raise ParamsError(source, [f"top level: expected a mapping, got {_show(raw)}"])
-    values = _build_fields(schema, raw, "", problems, keys if keys is not None else tuple(schema))
+        raise ParamsError(source, [f"top level: expected a mapping, got {show(raw)}"])
+    problems: list[str] = []
+    named = _named_families(raw.get("families"), problems)
+    hints = typing.get_type_hints(Params, include_extras=True)
+    schema = {f.name: hints[f.name] for f in fields(Params) if f.name != "models"}
+    schema |= {family.name: family.params_class for family in named}
+    # a section of a known family the run does not name is still checked (a typo there is an error), then left out
+    idle = {name: families.get(name).params_class for name in families.names() if name in raw and name not in schema}
+    values = build_fields(schema | idle, raw, "", problems)
     evaluation = values.get("evaluation")
     if evaluation and "heldout" in evaluation.untrained and not values.get("heldout_manifest"):
         problems.append("evaluation.untrained: heldout needs a heldout_manifest")
     if problems:
         raise ParamsError(source, problems)
-    models = {name: values.pop(name) for name in _family_sections() if name in values}
-    return Params(**values, models=models)
+    ordered = sorted(named, key=lambda family: family.notebook)  # the order the stages train them
+    models = {family.name: values.pop(family.name) for family in ordered}
+    return Params(**{k: v for k, v in values.items() if k not in idle}, models=models)
 
 
-def from_notebook(namespace: Mapping[str, Any], *sections: str) -> Params:
-    """Validate a notebook's parameters: the run keys plus the named sections, taken from its globals()."""
-    keys = RUN_KEYS + sections
-    present = {k: namespace[k] for k in keys if k in namespace}
-    return validate(present, source="notebook parameters", keys=keys)
+def _named_families(entries: Any, problems: list[str]) -> list:
+    """The families `entries` (the `families` key) name, each once; problems for entries that name none (a key that
+    is missing or not a list is reported with the other keys)."""
+    if not isinstance(entries, (list, tuple)):
+        return []
+    if not entries:
+        problems.append("families: name at least one model family (e.g. [whisper, e2e])")
+    named = []
+    for i, entry in enumerate(entries):
+        try:
+            family = families.find(entry)
+        except LookupError as err:
+            problems.append(f"families[{i}]: {err}")
+            continue
+        if family in named:
+            problems.append(f"families[{i}]: {family.name} is named twice")
+        else:
+            named.append(family)
+    return named
 
 
 def digest(params: Params) -> str:
     """A stable hash of the validated parameters (recorded in provenance)."""
     text = json.dumps(params.to_dict(), sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _build(cls, raw: Any, prefix: str, problems: list[str]):
-    """A params dataclass from a mapping, its own cross-field `check` included; None (and problems) if invalid."""
-    if not isinstance(raw, Mapping):
-        problems.append(f"{prefix.rstrip('.')}: expected a mapping, got {_show(raw)}")
-        return None
-    hints = typing.get_type_hints(cls, include_extras=True)
-    problems_before = len(problems)
-    values = _build_fields({f.name: hints[f.name] for f in fields(cls)}, raw, prefix, problems)
-    if len(problems) > problems_before:
-        return None
-    obj = cls(**values)
-    if hasattr(obj, "check"):  # cross-field checks need valid fields
-        problems.extend(f"{prefix}{p}" for p in obj.check())
-    return obj
-
-
-def _build_fields(schema: dict[str, Any], raw: Mapping[str, Any], prefix: str, problems: list[str],
-                  required: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Each key of `schema` (name -> type) read from `raw`; unknown, unexpected and missing keys are problems."""
-    wanted = required if required is not None else tuple(schema)
-    for key in raw:
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), list(schema), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{prefix}{key}: unknown key{hint}")
-        elif key not in wanted:
-            problems.append(f"{prefix}{key}: not expected here")
-    values = {}
-    for name in schema:
-        if name not in wanted:
-            continue
-        if name not in raw or raw[name] is None:
-            problems.append(f"{prefix}{name}: missing value")
-            continue
-        values[name] = _coerce(raw[name], schema[name], f"{prefix}{name}", problems)
-    return values
-
-
-def _coerce(value: Any, hint: Any, key: str, problems: list[str]) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Annotated:
-        inner, *notes = typing.get_args(hint)
-        return value if value == "" and "may be empty" in notes else _coerce(value, inner, key, problems)
-    if origin is tuple:  # tuple[X, ...]: a YAML list
-        if not isinstance(value, (list, tuple)):
-            problems.append(f"{key}: expected a list, got {_show(value)}")
-            return None
-        return tuple(_coerce(item, typing.get_args(hint)[0], f"{key}[{i}]", problems) for i, item in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _coerce(value, inner[0], key, problems)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if value in choices:
-            return value
-        problems.append(f"{key}: expected one of {', '.join(map(str, choices))}, got {_show(value)}")
-        return None
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, f"{key}.", problems)
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        problems.append(f"{key}: expected true or false, got {_show(value)}")
-        return None
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        problems.append(f"{key}: expected an integer, got {_show(value)}")
-        return None
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT.match(value.strip()):
-            return float(value)
-        problems.append(f"{key}: expected a number, got {_show(value)}")
-        return None
-    if hint is str:
-        if isinstance(value, str) and value.strip():
-            return value
-        problems.append(f"{key}: expected a non-empty string, got {_show(value)}")
-        return None
-    raise TypeError(f"{key}: unsupported type {hint!r} in the params schema")
-
-
-def _show(value: Any) -> str:
-    return f"{type(value).__name__} {value!r}"
 
 
 def main(argv: list[str] | None = None) -> int:

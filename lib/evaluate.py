@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, features, manifest as manifest_io, metrics, model_card, precision, tasks, \
-    text
+from lib import atomic, config, families, features, manifest as manifest_io, metrics, model_card, packing, precision, \
+    tasks, text
 from lib.audio import SAMPLE_RATE
 
 log = logging.getLogger("lib.evaluate")
@@ -54,7 +54,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     output_dir = Path(output_dir) if output_dir else paths.results
     began = time.perf_counter()
     if untrained:
-        bundle = family.for_run(params)
+        bundle = family.starting_model(params.section(name), paths, params.seed)
         model_path = ", ".join(family.model_names(params.section(name)).values())
     else:
         model_dir = Path(model_dir) if model_dir else paths.model(name) / "final"
@@ -106,7 +106,7 @@ def generalization(params: config.Params) -> dict[str, dict]:
     model on the sets of `evaluation.untrained`: result name -> metrics. The trained models' test-split metrics come
     from `evaluate`."""
     results = {}
-    for name in families.names():
+    for name in params.family_names:
         if "heldout" in params.eval_sets:
             results[config.result_name(name, "heldout")] = evaluate(params, name, split="heldout")
         for split in params.evaluation.untrained:
@@ -123,7 +123,7 @@ def load(family: families.Family, model_dir: Path) -> families.Bundle:
 
 def written_metrics(params: config.Params, split: str):
     """(family, untrained, metrics) for every metrics file 05 wrote for the split, in family order, trained first."""
-    for name in families.names():
+    for name in params.family_names:
         for untrained in (False, True):
             path = params.paths.metrics(name, split, untrained)
             if path.exists():
@@ -171,15 +171,15 @@ def probes(family: families.Family, bundle: families.Bundle, options: list[tasks
 
 def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
               split: str, options: list[tasks.DecodingOptions]) -> dict:
-    """The scored segments of each speaker, in order, joined (`features.pack` and `join`, PACK_GAP of silence between)
+    """The scored segments of each speaker, in order, joined (`packing.pack` and `join`, PACK_GAP of silence between)
     into recordings of up to `evaluation.long_form_seconds` (or the family's `long_form_seconds`, when shorter),
     decoded long-form (`family.decode_long`) and scored against the joined references: the same words as the segment
     scores, heard as whole recordings."""
     at_most = family.long_form_seconds(bundle, params.evaluation.long_form_seconds)
     by_id = {s.id: s for s in manifest_io.read(params.paths.splits / f"{split}.tsv").segments}
-    files = features.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group)
-    waves = [features.join(file, SAMPLE_RATE)[0] for file in files]
-    columns = [features.window_columns(f) for f in files]
+    files = packing.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group)
+    waves = [packing.join(file, SAMPLE_RATE)[0] for file in files]
+    columns = [packing.window_columns(f) for f in files]
     joined = {c: [row[c] for row in columns] for c in ("id", "speaker", "transcript", "translation", "lang_tags")}
     joined["duration"] = [round(len(w) / SAMPLE_RATE, 3) for w in waves]
     began = time.perf_counter()
@@ -243,13 +243,68 @@ def read_predictions(results_dir: Path, model_type: str, task: str) -> pd.DataFr
                        keep_default_na=False, na_values={"wer": [""]}, dtype={"id": str, "speaker": str})
 
 
-def load_results(results_dir: Path) -> dict[str, dict]:
-    """family name -> its metrics JSON, for the models evaluated so far (at least one, or FileNotFoundError)."""
-    found = {m: results_dir / f"{m}_metrics.json" for m in families.names()}
-    results = {m: json.loads(p.read_text(encoding="utf-8")) for m, p in found.items() if p.exists()}
+def load_results(params: config.Params) -> dict[str, dict]:
+    """family name -> its test-split metrics JSON, for the run's models evaluated so far (at least one, or
+    FileNotFoundError)."""
+    found = {name: params.paths.metrics(name) for name in params.family_names}
+    results = {name: json.loads(p.read_text(encoding="utf-8")) for name, p in found.items() if p.exists()}
     if not results:
-        raise FileNotFoundError(f"{results_dir}: no *_metrics.json yet; run 05_evaluate first")
+        raise FileNotFoundError(f"{params.paths.results}: no *_metrics.json yet; run 05_evaluate first")
     return results
+
+
+def exports(params: config.Params) -> dict[str, dict]:
+    """`export_parity` for every family of the run whose params section asks for exports: name -> the parity."""
+    checked = {name: export_parity(params, name) for name in params.family_names}
+    return {name: parity for name, parity in checked.items() if parity}
+
+
+def export_parity(params: config.Params, name: str) -> dict | None:
+    """05's deployment check: the trained model's exports (`Family.export_models`, as the family's section asks)
+    decode the test segments 05 scored, as 05 decoded them (longest first, both tasks from one encoder pass, the same
+    forced prompt, beam width and length), and are compared with the model they came from: WER and BLEU of each,
+    their differences, transcripts that differ, decoding speed. Writes and returns
+    `results/<name>_<export_format>_parity.json`; None when the family exports nothing."""
+    family, hp, paths = families.get(name), params.evaluation, params.paths
+    model_dir = paths.model(name) / "final"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    facts, converted = family.export_models(params.section(name), model_dir, device)
+    if not converted:
+        return None
+    scored = {task: read_predictions(paths.results, name, task) for task in tasks.TASKS}
+    summary = json.loads(paths.metrics(name).read_text(encoding="utf-8"))
+    test = family.prepare_features(paths, converted[0].bundle, splits=("test",))["test"].load()
+    by_id = {segment_id: i for i, segment_id in enumerate(test["id"])}
+    cached = test.with_format("numpy", columns=[family.input_column])
+    ids = scored["transcribe"]["id"].tolist()
+    inputs = [cached[by_id[segment_id]][family.input_column] for segment_id in ids]
+    translated = [ids.index(segment_id) for segment_id in scored["translate"]["id"]]
+    references = {task: frame["reference"].tolist() for task, frame in scored.items()}
+    own = {task: frame["hypothesis"].tolist() for task, frame in scored.items()}
+    own_wer, own_bleu = metrics.wer(references["transcribe"], own["transcribe"]), \
+        metrics.bleu(references["translate"], own["translate"])
+    options = [tasks.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
+    rows = []
+    for export in converted:
+        began = time.perf_counter()
+        texts = decode_longest_first(family, export.bundle, inputs, scored["transcribe"]["duration"].tolist(),
+                                     options)
+        seconds = time.perf_counter() - began
+        wer = metrics.wer(references["transcribe"], texts["transcribe"])
+        bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
+        same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
+                   for a, b in zip(texts["transcribe"], own["transcribe"]))
+        rows.append({**export.facts, "wer": round(wer, 2), "hf_wer": round(own_wer, 2),
+                     "delta_wer": round(wer - own_wer, 2), "bleu": round(bleu, 2), "hf_bleu": round(own_bleu, 2),
+                     "delta_bleu": round(bleu - own_bleu, 2), "same_transcripts": same, "segments": len(ids),
+                     "segments_per_second": round(len(ids) / seconds, 2),
+                     "hf_segments_per_second": summary["decoding"]["segments_per_second"]})
+        log.info("%s %s: WER %.2f (the model it came from %.2f), %d of %d transcripts the same", name,
+                 export.facts, wer, own_wer, same, len(ids))
+    parity = {"model": str(model_dir), "split": "test", "device": device, **facts, "decoding": summary["decoding"],
+              "rows": rows}
+    atomic.write_json(paths.results / f"{name}_{family.export_format}_parity.json", parity)
+    return parity
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Read and validate `manifest.tsv`, the annotation tool's export (the contract is in DESIGN.md).
+"""Read and validate `manifest.tsv`, the annotation tool's export (the contract: docs/data-contract.md).
 
 Every problem names the file, the line and the column. `read(..., on_error="fail")` raises `ManifestError` listing all
 of them; with `on_error="skip"` the bad rows come back in `Manifest.rejected` with their reasons, and the good rows are

@@ -214,6 +214,8 @@ def translation_scores(references: list[str], hypotheses: list[str], resamples: 
     scores, signatures = {}, {}
     for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
         corpus = metric.corpus_score(hypotheses, [references])
+        # Private calls, on purpose: sacrebleu's public bootstrap (`corpus_score(n_bootstrap=)`) draws resamples from
+        # its own seed, while these intervals resample the same utterances as every other metric, from the run's seed.
         stats = np.array(metric._extract_corpus_statistics(hypotheses, [references]), dtype=np.float64)
         samples = [metric._compute_score_from_stats(stats[i].sum(0)).score for i in resampled]
         low, high = np.percentile(samples, [2.5, 97.5]) if samples else (None, None)

@@ -1,8 +1,10 @@
 """Run the notebooks headless with papermill: `python -m lib.pipeline --params params/dev.yaml [--only NN ...] [--from NN]`.
 
-Each executed notebook is saved to `outputs/<profile>/reports/NN_name.ipynb` with an HTML copy beside it, the failed
-one included (its report shows the error in place). The run stops at the first failure, naming the notebook and the
-cell. `provenance.json` records what ran: git commit, params, manifest hash, library versions, hardware.
+Each notebook gets the params file and the overrides (its `parameters` cell holds only `params_file` and
+`overrides`) and loads them with lib.config, as the runner does. Each executed notebook is saved to
+`outputs/<profile>/reports/NN_name.ipynb` with an HTML copy beside it, the failed one included (its report shows the
+error in place). The run stops at the first failure, naming the notebook and the cell. `provenance.json` records what
+ran: git commit, params, manifest and constraints hashes, library versions, hardware.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 from lib import atomic, config, families
 
 NOTEBOOK_DIR = config.PROJECT_ROOT / "notebooks"
+CONSTRAINTS = config.PROJECT_ROOT / "constraints.txt"
 KERNEL = "python3"
 KERNEL_DIED_EXIT = 138  # papermill's own exit code for a dead kernel
 LIBRARIES = ("torch", "transformers", "datasets", "accelerate", "tokenizers", "sentencepiece", "jiwer", "sacrebleu",
@@ -45,23 +48,23 @@ class StepResult:
     error: str | None = None
 
 
-def notebooks() -> list[str]:
-    """The stages in order: split, prepare, one training notebook per model family, evaluate, charts."""
-    return ["01_split", "02_prepare", *sorted(f.notebook for f in families.FAMILIES.values()), "05_evaluate",
-            "06_charts"]
+def stages(params: config.Params, notebook_dir: Path = NOTEBOOK_DIR) -> dict[str, Path]:
+    """The stages in order, name -> notebook: split, prepare, the training notebook of each family the run names
+    (where the family keeps it), evaluate, charts (in `notebook_dir`)."""
+    trained = {families.get(name).notebook: families.get(name).notebook_path for name in params.family_names}
+    return {name: notebook_dir / f"{name}.ipynb" for name in ("01_split", "02_prepare")} | trained | \
+        {name: notebook_dir / f"{name}.ipynb" for name in ("05_evaluate", "06_charts")}
 
 
-def select(only: list[str] | None = None, start: str | None = None) -> list[str]:
-    """Pick notebooks by number prefix ('03') or name, in pipeline order."""
-    stages = notebooks()
-
+def select(stage_names: list[str], only: list[str] | None = None, start: str | None = None) -> list[str]:
+    """Pick stages by number prefix ('03') or name, in pipeline order."""
     def find(key: str) -> str:
-        for name in stages:
+        for name in stage_names:
             if name == key or name.split("_")[0] == key.zfill(2):
                 return name
-        raise SystemExit(f"no notebook matches {key!r}: choose from {', '.join(stages)}")
+        raise SystemExit(f"no notebook matches {key!r}: choose from {', '.join(stage_names)}")
 
-    chosen = list(stages)
+    chosen = list(stage_names)
     if start:
         chosen = chosen[chosen.index(find(start)):]
     if only:
@@ -77,8 +80,9 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     from nbclient.exceptions import DeadKernelError
 
     params = config.load(params_path, overrides)
-    chosen = select(only, start)
-    missing = [str(notebook_dir / f"{n}.ipynb") for n in chosen if not (notebook_dir / f"{n}.ipynb").exists()]
+    notebooks = stages(params, notebook_dir)
+    chosen = select(list(notebooks), only, start)
+    missing = [str(notebooks[n]) for n in chosen if not notebooks[n].exists()]
     if missing:
         raise NotebookFailed(f"notebook(s) not found: {', '.join(missing)}")
     unavailable = unavailable_models(params, chosen)
@@ -90,14 +94,15 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     steps: list[StepResult] = []
     provenance = collect_provenance(params, params_path)
 
+    given = {"params_file": str(config.resolve(params_path)), "overrides": overrides or {}}
     for name in chosen:
-        source = notebook_dir / f"{name}.ipynb"
+        source = notebooks[name]
         report = paths.reports / f"{name}.ipynb"
         log.info("%s: running (report: %s)", name, report)
         began = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(source), str(report), parameters=params.to_dict(), kernel_name=kernel, log_output=True,
+                str(source), str(report), parameters=given, kernel_name=kernel, log_output=True,
                 progress_bar=False, cwd=str(config.PROJECT_ROOT), request_save_on_cell_execute=True,
             )
         except papermill.PapermillExecutionError as err:
@@ -128,10 +133,10 @@ def unavailable_models(params: config.Params, chosen: list[str]) -> list[str]:
     """What keeps the chosen stages from loading their starting models: 02 loads every family's, a training notebook
     its family's, 05 every family's when it scores them untrained. Checked before anything runs, so an unreachable hub
     stops the run at once rather than hours later."""
-    needed = {f.name for f in families.FAMILIES.values() if f.notebook in chosen}
+    needed = {name for name in params.family_names if families.get(name).notebook in chosen}
     if "02_prepare" in chosen or ("05_evaluate" in chosen and params.evaluation.untrained):
-        needed = set(families.names())
-    return [problem for name in families.names() if name in needed
+        needed = set(params.family_names)
+    return [problem for name in params.family_names if name in needed
             for problem in families.get(name).unavailable(params.section(name))]
 
 
@@ -155,6 +160,8 @@ def collect_provenance(params: config.Params, params_path: str | Path) -> dict:
         "params": params.to_dict(),
         "manifest": {"path": str(manifest),
                      "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.exists() else None},
+        "constraints": {"path": str(CONSTRAINTS), "sha256": hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()
+                        if CONSTRAINTS.exists() else None},
         "libraries": {name: _version(name) for name in LIBRARIES},
         "python": platform.python_version(),
         "hardware": hardware(),

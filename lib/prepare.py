@@ -34,21 +34,21 @@ class Prepared:
 
 def prepare(params: config.Params, name: str) -> Prepared:
     """Stage 02 for the family `name`: writes the caches and `features/<name>_filtered.tsv`."""
-    family = families.get(name)
-    bundle = family.for_run(params)
-    cached = {"train": family.training_cache(params, bundle),  # what training draws from: segments or windows
-              **family.prepare_features(params.paths, bundle, splits=config.SPLITS[1:])}
+    family, hp, paths = families.get(name), params.section(name), params.paths
+    bundle = family.starting_model(hp, paths, params.seed)
+    cached = {"train": family.training_cache(hp, paths, bundle),  # what training draws from: segments or windows
+              **family.prepare_features(paths, bundle, splits=config.SPLITS[1:])}
     rows, filtered = [], []
     for split, cache in cached.items():
         dataset = cache.load()
-        kept, dropped = (family.training_examples(params, bundle, dataset) if split == "train"
+        kept, dropped = (family.training_examples(hp, bundle, dataset, params.seed) if split == "train"
                          else family.examples(bundle, dataset, split))
         durations = dataset["duration"]
         rows += [{"split": split, "task": e.task, "duration": durations[e.row], "label_tokens": len(e.labels)}
                  for e in kept]
         filtered += dropped
     prepared = Prepared(family, bundle, cached, pd.DataFrame(rows), pd.DataFrame(filtered, columns=FILTERED_COLUMNS))
-    atomic.write_frame(params.paths.features / f"{name}_filtered.tsv", prepared.filtered)
+    atomic.write_frame(paths.features / f"{name}_filtered.tsv", prepared.filtered)
     return prepared
 
 

@@ -99,15 +99,17 @@ def hallucination_table(params: config.Params):
 
 
 def parity_table(parity: dict):
-    """The CTranslate2 exports against the transformers model on the test segments: WER, BLEU, their differences,
-    and the decoding speed of both tasks."""
+    """A model's exports (evaluate.export_parity) against the model they came from, decoded by transformers, on the
+    test segments: WER, BLEU, their differences, and the decoding speed of both tasks."""
     frame = pd.DataFrame(parity["rows"]).rename(columns={
         "quantization": "export", "compute_type": "computed as", "size_mb": "size (MB)", "wer": "WER (%)",
         "hf_wer": "transformers WER (%)", "delta_wer": "WER difference", "bleu": "BLEU", "hf_bleu": "transformers BLEU",
         "delta_bleu": "BLEU difference", "same_transcripts": "same transcripts",
         "segments_per_second": "segments/s", "hf_segments_per_second": "transformers segments/s"})
+    runtime = [f"{key} {value}" for key, value in parity.items() if key not in ("model", "split", "device", "decoding",
+                                                                                   "rows")]
     return frame.style.hide(axis="index").format(precision=2).set_caption(
-        f"test split, {parity['device']}, ctranslate2 {parity['ctranslate2']}, both tasks decoded per segment")
+        ", ".join(["test split", parity["device"], *runtime, "both tasks decoded per segment"]))
 
 
 def views_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -173,7 +175,7 @@ def error_browser(params: config.Params):
     from IPython.display import display
 
     frames = {m: evaluate.read_predictions(params.paths.results, m, "transcribe")
-              for m in evaluate.load_results(params.paths.results)}
+              for m in evaluate.load_results(params)}
     model = widgets.Dropdown(options=list(frames), description="model")
     by = widgets.Dropdown(options=[("speaker", "speaker"), ("code-mixing bin", "cmi_bin")], description="by")
     group = widgets.Dropdown(description="group")

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
 from lib.audio import SAMPLE_RATE
 
 TASKS = ("transcribe", "translate")
@@ -43,8 +41,9 @@ def task_examples(dataset, split: str, tokenize: Callable[[str, list[int], list[
     return kept, filtered
 
 
-class ExampleSet(torch.utils.data.Dataset):
-    """Examples over a cached split: each item is the segment's model input (`column`) and the task's labels.
+class ExampleSet:
+    """Examples over a cached split (a map-style dataset, as torch's DataLoader reads it): each item is the segment's
+    model input (`column`) and the task's labels.
 
     `task` names the one task of a val set (None for a training set mixing both); `lengths` (samples at 16 kHz)
     lets the Trainer group batches by length without a pass over the data."""
@@ -66,7 +65,7 @@ class ExampleSet(torch.utils.data.Dataset):
         return {self.column: self.inputs[example.row][self.column], "labels": example.labels}
 
 
-class SegmentSet(torch.utils.data.Dataset):
+class SegmentSet:
     """Training examples grouped by the input they share: each item is one cached input (`column`) with the labels
     of each of its tasks (`task_labels`), so that a batch runs the encoder once per input (see
     `families.base.share_encoder`). `lengths` as for ExampleSet, one per input."""
@@ -99,10 +98,10 @@ def val_sets(dataset, examples: list[Example], column: str, limit: int) -> dict[
     return sets
 
 
-def pad_labels(tokenizer, labels: list[list[int]], decoder_start_token_id: int) -> torch.Tensor:
+def pad_labels(tokenizer, labels: list[list[int]], decoder_start_token_id: int):
     """Labels padded with -100, masked by the attention mask rather than the pad id (Whisper's pad id is its EOS id,
-    so the first EOS must stay). A leading decoder start token is stripped: the model prepends it when it shifts the
-    labels right."""
+    so the first EOS must stay), as a tensor. A leading decoder start token is stripped: the model prepends it when
+    it shifts the labels right."""
     padded = tokenizer.pad({"input_ids": labels}, return_tensors="pt")
     labels = padded["input_ids"].masked_fill(padded["attention_mask"].ne(1), -100)
     if (labels[:, 0] == decoder_start_token_id).all():

@@ -158,13 +158,16 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
 
 
 def peak_memory_mb() -> float | None:
+    """The GPU memory PyTorch allocated at most; on the CPU, the process's peak resident memory since it started
+    (loading and earlier stages in the same kernel included). None where neither can be read (Windows CPU)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     try:
         import resource
     except ImportError:  # Windows
         return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # macOS reports bytes, Linux KiB
 
 
 # --- the stage ------------------------------------------------------------------------------------------------------
@@ -179,9 +182,9 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     state = PartialState(cpu=not torch.cuda.is_available())  # cpu: CPU processes form a gloo group, not singletons
     log.info("process %d of %d started (device %s)", state.process_index, state.num_processes, state.device)
     with state.main_process_first():  # one process builds the demo models and the caches, the others reuse them
-        bundle = family.for_run(params)
-        train_set = family.training_cache(params, bundle).load()
-        train_examples, filtered = family.training_examples(params, bundle, train_set)
+        bundle = family.starting_model(hp, params.paths, params.seed)
+        train_set = family.training_cache(hp, params.paths, bundle).load()
+        train_examples, filtered = family.training_examples(hp, bundle, train_set, params.seed)
         val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")

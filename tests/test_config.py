@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,13 +90,49 @@ def test_deep_merge_and_overrides():
         config.parse_override("whisper.epochs")
 
 
-def test_notebook_parameters_take_only_their_sections():
-    namespace = {**base(), "unrelated": object()}
-    params = config.from_notebook(namespace, "split")
-    assert params.split.test == 0.1 and params.whisper is None
-    del namespace["split"]
-    with pytest.raises(config.ParamsError, match="split: missing value"):
-        config.from_notebook(namespace, "split")
+def test_families_names_the_families_a_run_trains(tmp_path):
+    assert config.load(PARAMS / "dev.yaml").family_names == ("whisper", "e2e")
+    only = config.load(PARAMS / "dev.yaml", {"families": ["whisper"]})
+    assert only.family_names == ("whisper",) and only.families == ("whisper",)
+    with pytest.raises(AttributeError):
+        only.e2e  # the section is read and checked, but is not part of the run
+    with pytest.raises(config.ParamsError, match="families: e2e is not one of the run's families"):
+        only.section("e2e")
+    with pytest.raises(config.ParamsError, match="e2e.lnaa: unknown key"):  # an idle section is still checked
+        config.load(PARAMS / "dev.yaml", {"families": ["whisper"], "e2e": {"lnaa": True}})
+    with pytest.raises(config.ParamsError, match="e2e: missing value"):  # a named family needs its section
+        config.load(write(tmp_path, {k: v for k, v in base().items() if k != "e2e"}))
+
+
+@pytest.mark.parametrize("families, expected", [
+    (None, "families: missing value"),
+    ([], "families: name at least one model family"),
+    (["whisper", "ctc"], "families[1]: no model family 'ctc': expected one of whisper, e2e"),
+    (["whisper", "whisper"], "families[1]: whisper is named twice"),
+    (["lib.text"], "families[0]: lib.text: the module defines no FAMILY"),
+    (["no.such.module"], "families[0]: no.such.module: the module cannot be imported"),
+    ("whisper", "families: expected a list, got str 'whisper'"),
+])
+def test_bad_families_name_the_entry(families, expected):
+    with pytest.raises(config.ParamsError) as err:
+        config.load(PARAMS / "dev.yaml", {"families": families})
+    assert expected in str(err.value)
+
+
+def test_reading_params_loads_no_torch():
+    """`lib.config check` reads every family's params dataclass; family modules import torch only where used."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lib.config", "check", "params/dev.yaml"],
+                          capture_output=True, text=True, cwd=config.PROJECT_ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "lib.families" in imported and "yaml" in imported
+    heavy = ("torch", "transformers", "datasets", "peft")
+    assert not {m for m in imported if m.split(".")[0] in heavy}
+    loaded = subprocess.run([sys.executable, "-c", "import sys; from lib import config; config.load('params/prod.yaml');"
+                             " print(*sorted(sys.modules))"], capture_output=True, text=True, cwd=config.PROJECT_ROOT)
+    modules = set(loaded.stdout.split())
+    assert {"lib.families.whisper", "lib.families.e2e"} <= modules
+    assert not {m for m in modules if m.split(".")[0] in heavy}
 
 
 def test_check_command(capsys):

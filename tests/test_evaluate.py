@@ -41,7 +41,7 @@ def test_predictions_round_trip_keeps_text_and_numbers(tmp_path):
 
 def test_results_are_required_before_charts(tmp_path):
     with pytest.raises(FileNotFoundError, match="run 05_evaluate first"):
-        evaluate.load_results(tmp_path)
+        evaluate.load_results(params_for(tmp_path))
 
 
 def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Notebooks in git: no outputs, exactly one `parameters` cell, and its defaults equal params/dev.yaml."""
+"""Notebooks in git: no outputs, and exactly one `parameters` cell holding only the params file and the overrides,
+which the notebook loads through lib.config as the runner does."""
 import ast
 import json
 from pathlib import Path
@@ -10,37 +11,49 @@ from lib import config, families, pipeline
 NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
 
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text(encoding="utf-8"))["cells"]
+
+
 def test_notebooks_exist_and_are_known():
-    names = [p.stem for p in NOTEBOOKS]
-    assert names == pipeline.notebooks()  # every stage has its notebook, and every notebook is a stage
+    stages = pipeline.stages(config.load("params/dev.yaml"))
+    assert [p.stem for p in NOTEBOOKS] == list(stages)  # every stage has its notebook, and every notebook is a stage
+    assert all(path.exists() for path in stages.values())
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path: Path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    for index, cell in enumerate(nb["cells"]):
+    for index, cell in enumerate(cells(path)):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"cell {index} carries outputs"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_one_parameters_cell_with_dev_defaults(path: Path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
-    tagged = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+def test_the_parameters_cell_names_the_file_and_the_overrides_only(path: Path):
+    tagged = [c for c in cells(path) if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1
     values = {}
     for node in ast.parse("".join(tagged[0]["source"])).body:
         assert isinstance(node, ast.Assign), "the parameters cell holds plain assignments only"
         values[node.targets[0].id] = ast.literal_eval(node.value)
-    dev = config.read_yaml(config.PROJECT_ROOT / "params" / "dev.yaml")
-    for key, value in values.items():
-        assert key in dev, f"{key} is not a params key"
-        assert config.validate({**dev, key: value}) == config.validate(dev), f"{key} differs from params/dev.yaml"
-    assert set(config.RUN_KEYS) <= set(values)
+    assert values == {"params_file": "params/dev.yaml", "overrides": {}}
 
 
-def test_prepare_holds_every_family_section():
-    nb = json.loads((config.PROJECT_ROOT / "notebooks" / "02_prepare.ipynb").read_text(encoding="utf-8"))
-    tagged = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    assigned = {node.targets[0].id for node in ast.parse("".join(tagged["source"])).body}
-    assert set(families.names()) <= assigned  # 02 prepares every family's inputs, in JupyterLab too
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_loads_its_params_as_the_runner_does(path: Path):
+    """The cell after `parameters` (papermill injects its values between the two) loads them with lib.config."""
+    code = [c for c in cells(path) if c["cell_type"] == "code"]
+    assert "parameters" in code[0]["metadata"].get("tags", [])
+    assert "params = config.load(params_file, overrides)" in "".join(code[1]["source"])
+    assert not any("families.names()" in "".join(c["source"]) for c in code)  # the run's families, not all known
+
+
+def test_a_jupyterlab_edit_papermills_p_and_the_runners_set_give_the_same_params(tmp_path):
+    """The three ways of changing a value: an edit of `overrides` in the notebook, `papermill -p overrides '{...}'`
+    (a new cell assigning it) and the runner's `--set` (parsed into the same mapping) all reach `config.load`."""
+    namespace: dict = {}
+    exec(compile("".join(cells(NOTEBOOKS[0])[1]["source"]), "parameters", "exec"), namespace)
+    namespace["overrides"] = {"whisper": {"epochs": 3}}  # an edit, or the cell papermill injects
+    edited = config.load(namespace["params_file"], namespace["overrides"])
+    from_set = config.load("params/dev.yaml", config.parse_overrides(["whisper.epochs=3"]))
+    assert edited == from_set and edited.whisper.epochs == 3 and families.names()

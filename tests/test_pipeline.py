@@ -85,7 +85,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert {"model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= {
         p.name for p in (out / "e2e" / "final").iterdir()}
     for name in ("train", "val", "test"):
-        assert json.loads(next((out / "features" / "waveform").glob(f"{name}-*/meta.json")).read_text())[
+        assert json.loads(next((out / "features" / "e2e").glob(f"{name}-*/meta.json")).read_text())[
             "segments"] == segments[name]
 
     provenance = json.loads((out / "provenance.json").read_text())
@@ -276,8 +276,12 @@ def test_bad_params_exit_2_naming_the_key(tmp_path):
     assert proc.returncode == 2 and "whisper.epochs: expected a number" in proc.stderr
 
 
-def test_select():
-    assert pipeline.select(["3", "01"]) == ["01_split", "03_train_whisper"]
-    assert pipeline.select(start="05") == ["05_evaluate", "06_charts"]
+def test_stages_follow_the_runs_families_and_select_picks_among_them():
+    stages = list(pipeline.stages(config.load("params/demo.yaml")))
+    assert stages == ["01_split", "02_prepare", "03_train_whisper", "04_train_e2e", "05_evaluate", "06_charts"]
+    assert pipeline.select(stages, ["3", "01"]) == ["01_split", "03_train_whisper"]
+    assert pipeline.select(stages, start="05") == ["05_evaluate", "06_charts"]
     with pytest.raises(SystemExit, match="no notebook matches"):
-        pipeline.select(["9"])
+        pipeline.select(stages, ["9"])
+    only_whisper = pipeline.stages(config.load("params/demo.yaml", {"families": ["whisper"]}))
+    assert "04_train_e2e" not in only_whisper and "03_train_whisper" in only_whisper

@@ -107,9 +107,10 @@ def test_a_nan_loss_stops_the_run_naming_the_step_and_keeping_the_last_checkpoin
 def test_packed_windows_train_with_a_share_of_timestamped_labels(tmp_path):
     params = tiny_run(tmp_path, pack_seconds=6, timestamp_share=0.5, checkpoint_steps=100)
     family = families.get("whisper")
-    bundle = family.for_run(params)
-    windows = family.training_cache(params, bundle).load()
-    examples, filtered = family.training_examples(params, bundle, windows)
+    hp = params.whisper
+    bundle = family.starting_model(hp, params.paths, params.seed)
+    windows = family.training_cache(hp, params.paths, bundle).load()
+    examples, filtered = family.training_examples(hp, bundle, windows, params.seed)
     segments = sum(len(t) for t in windows["texts"])
     assert len(windows) < segments and not filtered  # several segments per window, none over the 6 s window
     timestamp = bundle.tokenizer.convert_tokens_to_ids("<|0.00|>")

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import soundfile as sf
 import torch
 
 from conftest import demo_slice
-from lib import audio, config, families, features, split, tasks
+from lib import audio, config, families, manifest, packing, split, tasks
 from lib.families import whisper
 
 
@@ -54,7 +55,7 @@ def test_dev_default_goes_through_the_same_loader(monkeypatch):
     assert params.whisper.model == "openai/whisper-tiny" and not params.whisper.build_tiny
     called = []
     monkeypatch.setattr(whisper, "load_whisper", lambda name: called.append(name))
-    families.get("whisper").for_run(params)
+    families.get("whisper").starting_model(params.whisper, params.paths, params.seed)
     assert called == ["openai/whisper-tiny"]  # the hub id, as the tiny model's folder is passed in the demo
 
 
@@ -78,30 +79,28 @@ def test_padded_log_mel_equals_the_extractors_30s_input(tmp_path):
     sf.write(tmp_path / "a.wav", (0.2 * rng.standard_normal(16000 * 3)).astype(np.float32), 16000)
     wave = audio.load(tmp_path / "a.wav", 0.13, 2.71)
     reference = extractor(wave, sampling_rate=16000, return_tensors="np").input_features[0]
-    seg = type("Seg", (), {"audio": tmp_path / "a.wav", "start": 0.13, "end": 2.71, "id": "a", "speaker": "",
-                           "transcript": "x", "translation": "", "lang_tags": ["x"], "duration": 2.58})()
-    cached = next(features._whisper_rows([seg], extractor))["input_features"]
+    cached = families.get("whisper").audio_input(families.Bundle(None, None, extractor), wave)
     assert cached.dtype == np.float16 and cached.shape[1] == 80 and cached.shape[0] < 300
-    padded = features.pad_log_mel([cached], extractor.nb_max_frames)[0]
+    padded = whisper.pad_log_mel([cached], extractor.nb_max_frames)[0]
     np.testing.assert_allclose(padded, reference, atol=2e-3)  # float16 storage
 
 
 def test_feature_cache_is_reused_and_invalidated(tmp_path, tiny):
-    extractor = tiny.feature_extractor
+    family = families.get("whisper")
     corpus = demo_slice(tmp_path / "corpus", per_speaker=1)
     params = config.load("params/demo.yaml", {"manifest": str(corpus), "output_dir": str(tmp_path / "out")})
     split.run(params)
     paths = params.paths
-    first = features.prepare_whisper(paths.splits, paths.features, extractor)
-    again = features.prepare_whisper(paths.splits, paths.features, extractor)
+    first = family.prepare_features(paths, tiny)
+    again = family.prepare_features(paths, tiny)
     assert not any(c.reused for c in first.values()) and all(c.reused for c in again.values())
     assert {n: c.key for n, c in first.items()} == {n: c.key for n, c in again.items()}
     assert len(first["train"].load()) + len(first["val"].load()) + len(first["test"].load()) == 30
 
     train_file = paths.splits / "train.tsv"
     train_file.write_bytes(train_file.read_bytes())  # same bytes, new modification time: the key is the content
-    assert features.prepare_whisper(paths.splits, paths.features, extractor)["train"].reused
-    val_audio = features.manifest_io.read(paths.splits / "val.tsv").segments[0].audio
+    assert family.prepare_features(paths, tiny)["train"].reused
+    val_audio = manifest.read(paths.splits / "val.tsv").segments[0].audio
     copy = tmp_path / "audio_copy.ogg"
     shutil.copy(val_audio, copy)
     sf.write(copy, np.zeros(16000, np.float32), 16000, format="OGG")  # different bytes, same name
@@ -110,7 +109,7 @@ def test_feature_cache_is_reused_and_invalidated(tmp_path, tiny):
     first_row[1] = str(copy)
     first_row[2], first_row[3], first_row[4] = "", "", "1.000"
     (paths.splits / "val.tsv").write_text("\n".join([lines[0], "\t".join(first_row), *lines[2:]]) + "\n")
-    changed = features.prepare_whisper(paths.splits, paths.features, extractor)
+    changed = family.prepare_features(paths, tiny)
     assert changed["train"].reused and not changed["val"].reused and changed["val"].key != first["val"].key
     assert len(list((paths.features / "whisper").glob("val-*"))) == 1  # the stale cache is gone
 
@@ -256,7 +255,7 @@ def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_e
 
 
 def _segment(seg_id, speaker, seconds, translation="t"):
-    return features.manifest_io.Segment(line=0, cells={"id": seg_id, "speaker": speaker, "transcript": "x",
+    return manifest.Segment(line=0, cells={"id": seg_id, "speaker": speaker, "transcript": "x",
                                                        "translation": translation, "audio_path": "a.wav"},
                                         audio=None, start=0.0, end=seconds, lang_tags=["vi"])
 
@@ -265,7 +264,7 @@ def test_packing_fills_windows_per_speaker_and_keeps_untranslated_segments_apart
     segments = [_segment("a1", "A", 10), _segment("a2", "A", 10), _segment("a3", "A", 9.5),
                 _segment("a4", "A", 3, translation=""), _segment("b1", "B", 31), _segment("b2", "B", 2),
                 _segment("a5", "A", 4)]
-    windows = [[s.id for s in w] for w in features.pack(segments, 30)]
+    windows = [[s.id for s in w] for w in packing.pack(segments, 30, whisper.training_stream)]
     # 10 + 0.5 + 10 + 0.5 + 9.5 = 30.5 > 30; a4 has no translation; b1 is longer than a window and stays alone
     assert windows == [["a1", "a2"], ["a3", "a5"], ["a4"], ["b1"], ["b2"]]
 
@@ -282,18 +281,18 @@ def test_packed_windows_are_cached_with_their_segment_times(tmp_path, tiny):
     corpus = demo_slice(tmp_path / "corpus", per_speaker=3)
     params = config.load("params/demo.yaml", {"manifest": str(corpus), "output_dir": str(tmp_path / "out")})
     split.run(params)
-    extractor = tiny.feature_extractor  # an 8 s window: windows of up to 8 s
-    cached = features.prepare_whisper_windows(params.paths.splits, params.paths.features, extractor, seconds=8)
-    windows = cached.load()
-    segments = features.manifest_io.read(params.paths.splits / "train.tsv").segments
-    assert [w.split("+") for w in windows["id"]] == [[s.id for s in w] for w in features.pack(segments, 8)]
+    family, hp = families.get("whisper"), replace(params.whisper, pack_seconds=8)  # tiny's 8 s window
+    windows = family.training_cache(hp, params.paths, tiny).load()
+    segments = manifest.read(params.paths.splits / "train.tsv").segments
+    assert [w.split("+") for w in windows["id"]] == [[s.id for s in w]
+                                                     for w in packing.pack(segments, 8, whisper.training_stream)]
     assert sum(len(t) for t in windows["texts"]) == len(segments)
     for row in windows.select_columns(["starts", "ends", "duration", "texts", "transcript"]):
         assert row["starts"][0] == 0 and row["ends"][-1] == pytest.approx(row["duration"], abs=1e-3)
         assert row["duration"] <= 8.0 + 1e-3 or len(row["texts"]) == 1
         gaps = [b - a for a, b in zip(row["ends"], row["starts"][1:])]
-        assert all(g == pytest.approx(features.PACK_GAP, abs=2e-3) for g in gaps)
+        assert all(g == pytest.approx(packing.PACK_GAP, abs=2e-3) for g in gaps)
         assert row["transcript"] == " ".join(row["texts"])
     frames = windows.with_format("numpy", columns=["input_features"])[0]["input_features"].shape[0]
     assert frames == pytest.approx(windows["duration"][0] * 100, abs=5)  # 10 ms hop
-    assert features.prepare_whisper_windows(params.paths.splits, params.paths.features, extractor, seconds=8).reused
+    assert family.training_cache(hp, params.paths, tiny).reused

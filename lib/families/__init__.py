@@ -1,21 +1,29 @@
-"""The model families a run trains, evaluates and charts, by params section name.
+"""The model families, by params section name.
 
-Every module in this package that defines `FAMILY` (an instance of a `Family` subclass) is registered, in the order
-of the notebooks that train them. Adding a family is its module here, its section in the params files and its
-training notebook; see the README's "Adding a model family".
+Every module in this package that defines `FAMILY` (an instance of a `Family` subclass) is registered when the package
+is imported. A family kept elsewhere (a user's package, or the tests') is registered by naming its module's dotted
+path in the params' `families` list (`find`), or by `register`. The params' `families` list also says which of the
+known families a run trains. Adding a family is its module, its section in the params files and its training
+notebook; see docs/architecture.md, "Adding a model family".
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from lib.families.base import Bundle, Family, count_parameters, share_encoder
+from lib.families.base import Bundle, Export, Family, count_parameters, share_encoder
 
 FAMILIES: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
     """Make a family known to the params, training, evaluation, notebooks and charts."""
+    missing = [attribute for attribute in Family.REQUIRED if not hasattr(family, attribute)]
+    if missing:
+        raise TypeError(f"{type(family).__name__}: a model family sets {', '.join(missing)}")
+    known = FAMILIES.get(family.name)
+    if known is not None and type(known) is not type(family):
+        raise ValueError(f"model family {family.name!r}: already registered by {type(known).__module__}")
     FAMILIES[family.name] = family
     return family
 
@@ -24,23 +32,43 @@ def get(name: str) -> Family:
     try:
         return FAMILIES[name]
     except KeyError:
-        raise ValueError(f"model family: expected one of {', '.join(FAMILIES)}, got {name!r}") from None
+        raise ValueError(f"model family: expected one of {', '.join(names())}, got {name!r}") from None
 
 
 def names() -> tuple[str, ...]:
-    return tuple(FAMILIES)
+    """Every known family, in the order of their training notebooks (the run's own: `Params.family_names`)."""
+    return tuple(sorted(FAMILIES, key=lambda name: FAMILIES[name].notebook))
+
+
+def find(entry: str) -> Family:
+    """The family an entry of the params' `families` list names: a known family's name, or the dotted path of a
+    module that defines `FAMILY` (imported and registered here); LookupError saying why when it names none."""
+    if entry in FAMILIES:
+        return FAMILIES[entry]
+    if not isinstance(entry, str) or "." not in entry:
+        raise LookupError(f"no model family {entry!r}: expected one of {', '.join(names())}, or the dotted path of "
+                          "a module that defines FAMILY")
+    try:
+        module = importlib.import_module(entry)
+    except ImportError as err:
+        raise LookupError(f"{entry}: the module cannot be imported ({err})") from None
+    family = getattr(module, "FAMILY", None)
+    if not isinstance(family, Family):
+        raise LookupError(f"{entry}: the module defines no FAMILY (an instance of lib.families.Family)")
+    try:
+        return register(family)
+    except (TypeError, ValueError) as err:
+        raise LookupError(f"{entry}: {err}") from None
 
 
 def _discover() -> None:
-    found = []
     for module in pkgutil.iter_modules(__path__):
         family = getattr(importlib.import_module(f"{__name__}.{module.name}"), "FAMILY", None)
         if family is not None:
-            found.append(family)
-    for family in sorted(found, key=lambda f: f.notebook):
-        register(family)
+            register(family)
 
 
 _discover()
 
-__all__ = ["Bundle", "Family", "FAMILIES", "count_parameters", "get", "names", "register", "share_encoder"]
+__all__ = ["Bundle", "Export", "Family", "FAMILIES", "count_parameters", "find", "get", "names", "register",
+           "share_encoder"]

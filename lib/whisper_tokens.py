@@ -1,0 +1,58 @@
+"""Whisper's token conventions, shared by the Whisper family (lib.families.whisper) and the CTranslate2 conversions
+(lib.ct2): the tokenizer's layout, the generation settings that name its special tokens, and what decoding forces.
+
+The layout is the hub checkpoints': a byte-level BPE whose `<|endoftext|>` closes the base vocabulary, then
+`<|startoftranscript|>`, the language tokens in Whisper's order, `<|translate|>`, `<|transcribe|>`, `<|startoflm|>`,
+`<|startofprev|>`, the no-speech token, `<|notimestamps|>` and the timestamp tokens `<|0.00|>` ... `<|30.00|>`.
+"""
+from __future__ import annotations
+
+SOURCE_LANGUAGE = "vi"  # forced, never detected: detection fails on code-switched audio
+TIME_STEP = 0.02  # s between Whisper's timestamp tokens
+MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
+WHISPER_LANGUAGES = 99  # whisper tiny ... large-v2; large-v3 adds <|yue|>
+WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>",
+                    "<|notimestamps|>")
+
+
+def prompt(task: str) -> list[str]:
+    """The tokens decoding forces for a task: `<|startoftranscript|><|vi|><|task|><|notimestamps|>`."""
+    return ["<|startoftranscript|>", f"<|{SOURCE_LANGUAGE}|>", f"<|{task}|>", "<|notimestamps|>"]
+
+
+def forced(tokenizer, generation_config, task: str) -> tuple[list[int], list[int]]:
+    """The forced prompt's ids for a task, and the ids decoding suppresses: the model's own suppress list and every
+    timestamp token. Without timestamps asked for, a timestamp in the output (as an untrained model emits) would
+    send transformers' Whisper generate into its long-form seek loop."""
+    timestamps = range(generation_config.no_timestamps_token_id + 1, len(tokenizer))
+    suppress = sorted(set(generation_config.suppress_tokens or []) | set(timestamps))
+    return tokenizer.convert_tokens_to_ids(prompt(task)), suppress
+
+
+def whisper_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], specials: list[str],
+                      timestamps: int = 1501):
+    """A Whisper tokenizer laid out as the hub's: the byte-level BPE (`<|endoftext|>` its last token), the special
+    tokens after it in the order given, then the timestamp tokens <|0.00|> ... <|30.00|>."""
+    from transformers import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")  # as the hub tokenizers
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    tokenizer.add_tokens([f"<|{i * TIME_STEP:.2f}|>" for i in range(timestamps)])
+    return tokenizer
+
+
+def whisper_generation_config(tokenizer, languages: list[str], suppress_tokens: list[int],
+                              begin_suppress_tokens: list[int], **extra):
+    """Whisper's generation settings for a tokenizer laid out by `whisper_tokenizer`: the language and task ids
+    `generate(language=..., task=...)` looks up, the suppress lists, the start and end tokens."""
+    from transformers import GenerationConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    return GenerationConfig(
+        decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot, pad_token_id=eot, max_length=MAX_LABEL_TOKENS,
+        begin_suppress_tokens=begin_suppress_tokens, suppress_tokens=suppress_tokens,
+        is_multilingual=len(languages) > 1, lang_to_id={token: ids(token) for token in languages},
+        task_to_id={"translate": ids("<|translate|>"), "transcribe": ids("<|transcribe|>")},
+        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
+        max_initial_timestamp_index=50, return_timestamps=False, **extra)
