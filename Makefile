@@ -4,15 +4,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+PIN    := -c constraints.txt
 
-.PHONY: setup espeak demo test bench bench-longform bench-gpu lab dev prod clean
+.PHONY: setup espeak demo test lock bench bench-longform bench-gpu lab dev prod clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Every dependency at the exact version of constraints.txt (`make lock` refreshes it).
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' $(PIN)
 	touch $(STAMP)
 
 demo: setup
@@ -20,6 +22,20 @@ demo: setup
 
 test: setup espeak
 	$(PY) -m pytest -q
+
+# Today's releases of every dependency, resolved in a fresh environment from pyproject.toml alone, written to
+# constraints.txt (local build labels such as +cpu dropped, so the file serves torch's CPU and CUDA builds alike);
+# then the project is reinstalled from it and the tests run.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[test,lab]'
+	{ echo "# Exact versions of every dependency of pyproject.toml (test and lab extras included), written by"; \
+	  echo "# make lock. Versions only, no hashes: one file for torch's CPU and CUDA builds."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*/\1/'; } > constraints.txt
+	rm -rf .lock-venv $(STAMP)
+	$(MAKE) test
 
 # CPU benchmarks against the reference recipe, training at whisper-base size included (about 30 minutes on 2 cores);
 # tables printed, JSON in outputs/bench/.
@@ -44,7 +60,7 @@ espeak:
 		|| echo "espeak-ng could not be installed: the demo-corpus generator tests will be skipped"
 
 lab: setup
-	$(PY) -m pip install --quiet -e '.[lab]'
+	$(PY) -m pip install --quiet -e '.[lab]' $(PIN)
 	$(VENV)/bin/jupyter lab notebooks/
 
 dev: setup

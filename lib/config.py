@@ -123,13 +123,26 @@ class Params:
         return json.loads(json.dumps(plain))  # plain lists and mappings, as YAML and JSON hold them
 
 
-def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Params:
-    """Read a params file, deep-merge `overrides` into it, and validate the result strictly."""
+def load(path: str | Path, overrides: Mapping[str, Any] | str | None = None) -> Params:
+    """Read a params file, deep-merge `overrides` into it, and validate the result strictly. `overrides` may also be
+    YAML text (`papermill -p overrides '{whisper: {epochs: 1}}'` passes a string)."""
     path = resolve(path)
     raw = read_yaml(path)
+    if isinstance(overrides, str):
+        overrides = _overrides_text(overrides)
     if overrides:
         raw = deep_merge(raw, overrides)
     return validate(raw, source=str(path))
+
+
+def _overrides_text(text: str) -> dict[str, Any]:
+    try:
+        overrides = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        raise ParamsError("overrides", [f"not valid YAML: {err}"]) from None
+    if not isinstance(overrides, dict):
+        raise ParamsError("overrides", [f"expected a mapping of keys, got {show(overrides)}"])
+    return overrides
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The multitask core both model families share: the two tasks, their examples, batches and decoding options.
+"""The multitask core every model family shares: the two tasks, their examples, batches and decoding options.
 
 Each segment gives one example per task that has its text: `transcribe` learns the code-switched transcript,
 `translate` the English translation (none for a segment without one). A family (lib.families) decides how a task's

@@ -1,24 +1,47 @@
-"""The model-family seam: the registry, family modules that stay apart, and a throwaway third family that the params,
-the runner, training, evaluation, the report and the charts take up without a change of their own."""
+"""The model-family seam: the registry, the abstract contract, and a conformance suite that runs every family (the two
+of lib/families and the tests' Speech2Text, registered through the params' `families` list) through prepare, a few
+training steps, decoding and scoring on tiny models."""
 import ast
 import json
-from dataclasses import dataclass
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import demo_slice
-from lib import charts, config, evaluate, families, pipeline, report, split, train
-from lib.families import Family, whisper
+from lib import config, evaluate, families, manifest, pipeline, prepare, split, train
+from lib.families import Family
 
 FAMILY_DIR = config.PROJECT_ROOT / "lib" / "families"
+TEST_FAMILY = "tests.families.speech2text"
+TEST_FAMILY_DIR = Path(__file__).parent / "families"
 
 
-def test_the_registry_holds_the_families_in_stage_order():
+@pytest.fixture
+def registry(monkeypatch):
+    """The registry as it was before the test: a family registered during the test is forgotten after it."""
+    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))
+    return families
+
+
+def test_the_registry_holds_the_families_of_lib_in_stage_order():
     assert families.names() == ("whisper", "e2e")
     assert [families.get(n).notebook for n in families.names()] == ["03_train_whisper", "04_train_e2e"]
     with pytest.raises(ValueError, match="model family: expected one of whisper, e2e, got 'ctc'"):
         families.get("ctc")
+
+
+def test_a_family_is_an_abstract_class_and_registration_checks_its_attributes(registry):
+    with pytest.raises(TypeError, match="abstract methods? .*audio_input"):
+        type("Incomplete", (Family,), {"name": "incomplete"})()  # a missing method fails here, not mid-run
+    methods = {method: lambda *args: None for method in Family.__abstractmethods__}
+    bare = type("Bare", (Family,), {**methods, "name": "bare"})()
+    with pytest.raises(TypeError, match="a model family sets label, notebook, params_class, input_column, usage"):
+        registry.register(bare)
+    with pytest.raises(ValueError, match="'whisper': already registered by lib.families.whisper"):
+        registry.register(type("OtherWhisper", (type(families.get("e2e")),), {"name": "whisper"})())
 
 
 @pytest.mark.parametrize("module", sorted(p.stem for p in FAMILY_DIR.glob("*.py") if p.stem not in ("__init__", "base")))
@@ -30,82 +53,103 @@ def test_no_family_module_imports_another_family(module):
             imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names}
-    family_modules = {m for m in imported if m.startswith("lib.families.")}
-    assert family_modules <= {"lib.families.base", "lib.families.base.Bundle", "lib.families.base.Family",
-                              "lib.families.base.local_or_hub", "lib.families.base.unwrap"}, family_modules
+    assert {m for m in imported if m.startswith("lib.families.") and not m.startswith("lib.families.base")} == set()
 
 
-@dataclass(frozen=True)
-class ThrowawayParams(config.TrainingParams):
-    checkpoint: str
+def section(name: str, out: Path) -> dict:
+    """A family's section for a quick run on tiny models: demo.yaml's (the tests' own file for Speech2Text)."""
+    if name == "speech2text":
+        values = config.read_yaml(TEST_FAMILY_DIR / "speech2text.yaml")["speech2text"]
+        values["model"] = str(out / "models" / "speech2text")
+    else:
+        values = config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")[name]
+    if name == "whisper":  # a tiny Whisper, built like the E2E models, instead of the imported whisper-base
+        values.update(model=str(out / "models" / "whisper"), import_from="", build_tiny=True, pack_seconds=0,
+                      ct2_parity=[])
+    if name == "e2e":
+        values.update(encoder=str(out / "models" / "wav2vec2"), decoder=str(out / "models" / "mbart"))
+    return {**values, "epochs": 1, "batch_size": 8, "checkpoint_steps": 100, "logging_steps": 1, "eval_segments": 4,
+            "max_length": 16}
 
 
-class Throwaway(whisper.Whisper):
-    """A third family: a Whisper under another name, section and notebook, with a params class of its own."""
-
-    name = "throwaway"
-    label = "Throwaway family"
-    notebook = "04b_train_throwaway"
-    params_class = ThrowawayParams
-
-    maker, make, unavailable = Family.maker, Family.make, Family.unavailable  # no import_from, no packing:
-    training_cache, training_examples = Family.training_cache, Family.training_examples  # the base family's ways
-
-    def model_names(self, hp):
-        return {"checkpoint": hp.checkpoint}
-
-    def build_tiny(self, hp, texts, seed):
-        whisper.build_tiny_whisper(config.resolve(hp.checkpoint), texts, seed=seed)
-
-    def load(self, hp):
-        return whisper.load_whisper(config.resolve(hp.checkpoint))
-
-
-@pytest.fixture
-def throwaway(monkeypatch):
-    monkeypatch.setattr(families, "FAMILIES", dict(families.FAMILIES))
-    return families.register(Throwaway())
-
-
-def throwaway_section(out: Path) -> dict:
-    section = {k: v for k, v in config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")["whisper"].items()
-               if k not in ("model", "import_from", "pack_seconds", "timestamp_share")}
-    return {**section, "checkpoint": str(out / "models" / "throwaway"), "build_tiny": True, "epochs": 1,
-            "checkpoint_steps": 100, "eval_segments": 4, "max_length": 16}
-
-
-def test_a_registered_family_gets_its_params_section_and_its_stage(throwaway, tmp_path):
-    params = config.load("params/demo.yaml", {"throwaway": throwaway_section(tmp_path)})
-    assert params.throwaway.checkpoint == str(tmp_path / "models" / "throwaway")
-    assert params.section("throwaway") is params.models["throwaway"]
-    with pytest.raises(config.ParamsError, match="throwaway.checkpoint: missing value"):
-        config.load("params/demo.yaml", {"throwaway": {**throwaway_section(tmp_path), "checkpoint": None}})
-    with pytest.raises(config.ParamsError, match="throwaway: missing value"):
-        config.load("params/demo.yaml")  # a registered family's section is required like any other
-    assert pipeline.notebooks() == ["01_split", "02_prepare", "03_train_whisper", "04_train_e2e",
-                                    "04b_train_throwaway", "05_evaluate", "06_charts"]
-    assert pipeline.select(["04b"]) == ["04b_train_throwaway"]
+def test_a_family_named_by_its_module_path_gets_its_section_and_its_stage(registry, tmp_path):
+    params = config.load("params/demo.yaml", {"families": ["whisper", TEST_FAMILY],
+                                              "speech2text": section("speech2text", tmp_path)})
+    assert params.family_names == ("whisper", "speech2text") and "speech2text" in registry.names()
+    assert params.speech2text.model == str(tmp_path / "models" / "speech2text")
+    stages = pipeline.stages(params)
+    assert list(stages) == ["01_split", "02_prepare", "03_train_whisper", "04c_train_speech2text", "05_evaluate",
+                            "06_charts"]
+    assert stages["04c_train_speech2text"] == TEST_FAMILY_DIR / "04c_train_speech2text.ipynb"
+    with pytest.raises(config.ParamsError, match="speech2text: missing value"):
+        config.load("params/demo.yaml", {"families": ["whisper", TEST_FAMILY]})
 
 
 @pytest.mark.slow
-def test_a_throwaway_family_trains_evaluates_and_is_charted(throwaway, tmp_path):
+@pytest.mark.parametrize("entry", [*families.names(), TEST_FAMILY])
+def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
+    """Each family, alone in a run: its caches hold every segment, its examples one per segment and task, a few
+    optimizer steps lower nothing to NaN and save `final/`, and 05 decodes and scores both tasks of every test
+    segment from it."""
     out = tmp_path / "out"
+    name = entry.rsplit(".", 1)[-1]
     params = config.load("params/demo.yaml", {
-        "manifest": str(demo_slice(tmp_path / "corpus", per_speaker=1)), "output_dir": str(out),
-        "throwaway": throwaway_section(out), "evaluation": {"bootstrap_resamples": 50, "max_length": 16}})
+        "manifest": str(demo_slice(tmp_path / "corpus", per_speaker=1)), "heldout_manifest": "",
+        "output_dir": str(out), "families": [entry], name: section(name, out),
+        "evaluation": {"bootstrap_resamples": 50, "max_length": 16, "segments": 0, "long_form_seconds": 20,
+                       "untrained": []}})
+    family = families.get(name)
     split.run(params)
+    segments = {s: manifest.read(out / "splits" / f"{s}.tsv").segments for s in config.SPLITS}
+    rows = {s: len(found) for s, found in segments.items()}
 
-    summary = train.train(params, "throwaway")
-    assert summary["model"] == {"checkpoint": str(out / "models" / "throwaway")}
-    assert (out / "throwaway" / "final" / "model.safetensors").exists()
-    assert json.loads((out / "results" / "throwaway_train.json").read_text())["global_step"] == summary["global_step"]
+    prepared = prepare.prepare(params, name)
+    assert {s: len(c.load()) for s, c in prepared.cached.items()} == rows
+    assert prepared.filtered.empty
+    counted = prepared.examples.groupby(["split", "task"]).size().to_dict()
+    assert counted == {**{(s, "transcribe"): n for s, n in rows.items()},  # one per segment and task
+                       **{(s, "translate"): sum(bool(seg.translation) for seg in found) for s, found in segments.items()}}
 
-    metrics = evaluate.evaluate(params, "throwaway")
-    test_rows = len((out / "splits" / "test.tsv").read_text().splitlines()) - 1
-    assert metrics["model_type"] == "throwaway" and metrics["tasks"]["transcribe"]["samples"] == test_rows
-    results = evaluate.load_results(params.paths.results)
-    assert list(results) == ["throwaway"]
-    assert "throwaway" in report.score_table(results).to_html()
-    charts.score_comparison(results, "transcribe", "wer", 15, out / "charts" / "wer.png")
-    assert (out / "charts" / "wer.png").read_bytes()[:4] == b"\x89PNG"
-    assert report.substitutions(results, "throwaway").caption == "Throwaway family"
+    summary = train.train(params, name)
+    assert summary["global_step"] == -(-rows["train"] // 8)
+    losses = [h["loss"] for h in summary["history"] if "loss" in h]
+    assert losses and np.isfinite(losses).all()
+    assert (out / name / "final" / "config.json").exists()
+
+    metrics = evaluate.evaluate(params, name)
+    assert metrics["model_type"] == name and metrics["segments"] == rows["test"]
+    assert metrics["decoding"]["forced"] == {t: family.forced_prefix(t) for t in ("transcribe", "translate")}
+    for task, metric in (("transcribe", "wer"), ("translate", "bleu")):
+        scored = metrics["tasks"][task]
+        expected = sum(bool(seg.translation) for seg in segments["test"]) if task == "translate" else rows["test"]
+        assert scored["samples"] == expected and scored["metrics"][metric]["value"] >= 0
+        predictions = evaluate.read_predictions(out / "results", name, task)
+        assert len(predictions) == expected and predictions["reference"].str.len().gt(0).all()
+    assert metrics["long_form"]["files"] >= 1 and metrics["hallucination"]["probes"]["probes"] == 4
+    assert list(evaluate.load_results(params)) == [name]
+
+
+@pytest.mark.slow
+def test_the_tests_family_runs_through_the_runner_with_only_its_module_section_and_notebook(tmp_path):
+    """The whole pipeline, notebooks included, for the tests' family alone; the files it needed are exactly the three
+    in tests/families (the README's "Adding a model family" lists them)."""
+    tracked = subprocess.run(["git", "ls-files", "tests/families"], capture_output=True, text=True,
+                             cwd=config.PROJECT_ROOT).stdout.split()
+    assert sorted(tracked) == ["tests/families/04c_train_speech2text.ipynb", "tests/families/speech2text.py",
+                               "tests/families/speech2text.yaml"]
+    out = tmp_path / "out"
+    sets = [f"manifest={demo_slice(tmp_path / 'corpus', per_speaker=1)}", f"output_dir={out}",
+            f"speech2text.model={out}/models/speech2text"]
+    proc = subprocess.run([sys.executable, "-m", "lib.pipeline", "--params", "tests/families/speech2text.yaml",
+                           *[a for s in sets for a in ("--set", s)]], capture_output=True, text=True,
+                          cwd=config.PROJECT_ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert [n["notebook"] for n in json.loads((out / "provenance.json").read_text())["notebooks"]] == [
+        "01_split", "02_prepare", "04c_train_speech2text", "05_evaluate", "06_charts"]
+    metrics = json.loads((out / "results" / "speech2text_metrics.json").read_text())
+    assert metrics["decoding"]["forced"] == {"transcribe": "<transcribe>", "translate": "<translate>"}
+    assert json.loads((out / "results" / "speech2text_untrained_metrics.json").read_text())["model"] == "untrained"
+    for chart in ("speech2text_training.png", "wer_comparison.png", "training_loss.png"):
+        assert (out / "charts" / chart).read_bytes()[:4] == b"\x89PNG"
+    card = (out / "speech2text" / "final" / "README.md").read_text()
+    assert "Speech2Text (tests)" in card and "forced_bos_token_id=task" in card

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, families, pipeline
+from lib import config, pipeline
 
 NOTEBOOKS = sorted((config.PROJECT_ROOT / "notebooks").glob("*.ipynb"))
 
@@ -49,11 +49,14 @@ def test_each_notebook_loads_its_params_as_the_runner_does(path: Path):
 
 
 def test_a_jupyterlab_edit_papermills_p_and_the_runners_set_give_the_same_params(tmp_path):
-    """The three ways of changing a value: an edit of `overrides` in the notebook, `papermill -p overrides '{...}'`
-    (a new cell assigning it) and the runner's `--set` (parsed into the same mapping) all reach `config.load`."""
+    """The three ways of changing a value reach `config.load`: an edit of `overrides` in the notebook (or the cell
+    the runner injects), `papermill -p overrides '{...}'` (papermill passes the text) and the runner's `--set`."""
     namespace: dict = {}
     exec(compile("".join(cells(NOTEBOOKS[0])[1]["source"]), "parameters", "exec"), namespace)
-    namespace["overrides"] = {"whisper": {"epochs": 3}}  # an edit, or the cell papermill injects
+    namespace["overrides"] = {"whisper": {"epochs": 3}}
     edited = config.load(namespace["params_file"], namespace["overrides"])
+    from_papermill_p = config.load(namespace["params_file"], "{whisper: {epochs: 3}}")
     from_set = config.load("params/dev.yaml", config.parse_overrides(["whisper.epochs=3"]))
-    assert edited == from_set and edited.whisper.epochs == 3 and families.names()
+    assert edited == from_papermill_p == from_set and edited.whisper.epochs == 3
+    with pytest.raises(config.ParamsError, match="expected a mapping of keys, got list"):
+        config.load("params/dev.yaml", "[1, 2]")
