@@ -12,7 +12,9 @@ what the model writes on silence and noise). Writes, under `results/`:
   for every model (per task: metric value, interval and count; sample counts; decoding settings; model path; timing;
   long-form and hallucination entries; the targets marked pass or fail);
 - `predictions_<model>_<task>.tsv` (and per set, likewise): every scored segment's reference and hypothesis with its
-  errors.
+  errors;
+- `<model>_<format>_parity.json` (`export_parity`): the trained model's exports (Whisper: CTranslate2, as
+  `whisper.ct2_parity` asks) decoding the same test segments, against the model they came from.
 
 From a shell (the params file gives the split, the decoding settings and the targets; `params/dev.yaml` by default):
 
