@@ -19,9 +19,11 @@ BATCH = 32
 
 def main() -> None:
     params = common.bench_params("generate")
-    families.get("whisper").starting_model(params.whisper, params.paths, params.seed)  # builds the tiny Whisper, saved with its processor: a model folder
+    # builds the tiny Whisper, saved with its processor: a model folder
+    families.get("whisper").starting_model(params.whisper, params.paths, params.seed)
     model_dirs = {"whisper": config.resolve(params.whisper.model), "e2e": params.paths.model("e2e") / "final"}
-    e2e = families.get("e2e").starting_model(params.e2e, params.paths, params.seed)  # two folders: saved as one model, as 04 saves it
+    # two folders: saved as one model, as 04 saves it
+    e2e = families.get("e2e").starting_model(params.e2e, params.paths, params.seed)
     e2e.model.save_pretrained(model_dirs["e2e"])
     e2e.save_processing(model_dirs["e2e"])
 

@@ -1,8 +1,9 @@
 """Feature preparation: segments/s of 02_prepare's Whisper feature cache against the reference recipe.
 
 Both compute whisper-tiny's 80-bin log-mel features for every segment of the demo corpus (1,200 segments, 1 h):
-- ours (the Whisper family's `prepare_features`, lib.features' cache): decode each segment, extract features from the segment itself (the collator
-  pads to 30 s later), store float16 in one Arrow file; warm: the cache key matches and nothing is computed;
+- ours (the Whisper family's `prepare_features` into lib.features' cache): decode each segment, extract features from
+  the segment itself (the collator pads to 30 s later), store float16 in one Arrow file; warm: the cache key matches
+  and nothing is computed;
 - reference (the blog): decode + `WhisperFeatureExtractor` on each example inside `datasets.map`, which pads every
   example to 30 s and stores float32; warm: `datasets` finds its cache file for the same map.
 

@@ -98,7 +98,8 @@ def reference_run(params, hp, model, dataset, collator, name: str) -> dict:
 
 
 def whisper_reference(params) -> dict:
-    bundle = families.get("whisper").starting_model(params.whisper, params.paths, params.seed)  # imports whisper-base on first use
+    # imports whisper-base on first use
+    bundle = families.get("whisper").starting_model(params.whisper, params.paths, params.seed)
     model, tokenizer, extractor = bundle.model, bundle.tokenizer, bundle.feature_extractor
 
     def prepare_dataset(row):
@@ -114,7 +115,8 @@ def whisper_reference(params) -> dict:
 
 def e2e_reference(params) -> dict:
     hp = params.e2e
-    bundle = families.get("e2e").starting_model(hp, params.paths, params.seed)  # the adapter's random start from the seed, as ours gets it
+    # the adapter's random start from the seed, as ours gets it
+    bundle = families.get("e2e").starting_model(hp, params.paths, params.seed)
     model, extractor, tokenizer = bundle.model, bundle.feature_extractor, bundle.tokenizer
     model.freeze_feature_encoder()  # the example script's --freeze_feature_encoder (on by default)
 

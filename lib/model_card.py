@@ -24,7 +24,7 @@ def write(params: config.Params, name: str) -> Path:
     trained, report = _read(train_file), _read(paths.splits / "split_report.json")
     scored = {split: summary for split in params.eval_sets  # scores of this model, not of an earlier run's
               if _newer(paths.metrics(name, split), train_file) and (summary := _read(paths.metrics(name, split)))}
-    base_model = _base_model(family, hp)
+    base_model = family.base_model(hp)
     results = []
     for split, summary in scored.items():
         for task, metric, task_type, task_name in (("transcribe", "wer", "automatic-speech-recognition",
@@ -46,15 +46,6 @@ def write(params: config.Params, name: str) -> Path:
             f"translation; the task is chosen at generation ({_prefixes(family)}).", "",
             *_usage(family), *_data(report), *_training(hp, trained), *_scores(scored, report)]
     return atomic.write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
-
-
-def _base_model(family: families.Family, hp) -> str | None:
-    """The hub id the run started from: the params' own when it is one, or the one an import recorded."""
-    names = list(family.model_names(hp).values())
-    imported = _read(config.resolve(names[0]) / "ct2_import.json")
-    if imported:
-        return imported.get("base_model")
-    return names[0] if len(names) == 1 and not config.resolve(names[0]).exists() else None
 
 
 def _prefixes(family: families.Family) -> str:

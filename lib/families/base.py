@@ -110,6 +110,11 @@ class Family(abc.ABC):
         torch.manual_seed(seed)
         return self.load(hp)
 
+    def base_model(self, hp) -> str | None:
+        """The hub id a run starts from, for the model card: the section's own model when it names one hub id."""
+        names = list(self.model_names(hp).values())
+        return names[0] if len(names) == 1 and not resolve(names[0]).exists() else None
+
     def describe(self, bundle: Bundle) -> dict:
         """The model's size and vocabulary, as stage 02 shows them."""
         return {"parameters": count_parameters(bundle.model)["total"], "tokens": len(bundle.tokenizer)}

@@ -113,6 +113,13 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
             return [f"whisper.import_from: {reason}"] if reason else []
         return super().unavailable(hp)
 
+    def base_model(self, hp: WhisperParams) -> str | None:
+        """The hub id an import from CTranslate2 recorded (`ct2_import.json`), else the section's own."""
+        imported = resolve(hp.model) / "ct2_import.json"
+        if imported.exists():
+            return json.loads(imported.read_text(encoding="utf-8")).get("base_model")
+        return super().base_model(hp)
+
     def load(self, hp: WhisperParams) -> Bundle:
         return load_whisper(local_or_hub(hp.model))
 
