@@ -79,6 +79,7 @@ class Params:
     output_dir: str
     seed: int
     on_error: Literal["fail", "skip"]
+    noise_dir: MayBeEmpty  # a folder of the user's noise recordings (any layout) for non-speech training clips
     families: tuple[str, ...]  # the families a run trains: names in lib/families, or dotted module paths
     split: SplitParams
     evaluation: EvaluationParams

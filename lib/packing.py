@@ -37,13 +37,16 @@ def pack(segments: list[manifest_io.Segment], seconds: float,
     return windows
 
 
-def join(window: list[manifest_io.Segment], sampling_rate: int) -> tuple[np.ndarray, list[float], list[float]]:
-    """A window's audio, its segments with PACK_GAP of silence between, and each segment's start and end in it."""
-    silence = np.zeros(int(PACK_GAP * sampling_rate), np.float32)
+def join(window: list[manifest_io.Segment], sampling_rate: int,
+         fill: Callable[[float], np.ndarray] | None = None) -> tuple[np.ndarray, list[float], list[float]]:
+    """A window's audio, its segments with PACK_GAP of silence (or what `fill(seconds)` gives) between, and each
+    segment's start and end in it."""
+    gap = int(PACK_GAP * sampling_rate)
     waves, starts, ends, cursor = [], [], [], 0.0
     for k, seg in enumerate(window):
         wave = audio.load(seg.audio, seg.start, seg.end, sampling_rate)
-        waves += [silence, wave] if k else [wave]
+        pause = (fill(PACK_GAP)[:gap] if fill else np.zeros(gap, np.float32)) if k else None
+        waves += [pause, wave] if k else [wave]
         cursor += PACK_GAP if k else 0.0
         starts.append(round(cursor, 3))
         cursor += len(wave) / sampling_rate

@@ -24,12 +24,14 @@ class Prepared:
     family: families.Family
     bundle: families.Bundle
     cached: dict[str, features.CachedSplit]
-    examples: pd.DataFrame  # split, task, duration, label_tokens: one row per example
+    examples: pd.DataFrame  # split, task, duration, label_tokens, speech: one row per example
     filtered: pd.DataFrame  # split, id, task, reason: one row per example left out
 
     def describe(self) -> dict:
         """What a reader checks first: the model's size, its input window, its vocabulary, the examples kept."""
-        return {**self.family.describe(self.bundle), "examples": len(self.examples), "filtered": len(self.filtered)}
+        train = self.examples[self.examples.split == "train"]
+        return {**self.family.describe(self.bundle), "examples": len(self.examples),
+                "non-speech examples": int((~train.speech).sum()), "filtered": len(self.filtered)}
 
 
 def prepare(params: config.Params, name: str) -> Prepared:
@@ -40,11 +42,15 @@ def prepare(params: config.Params, name: str) -> Prepared:
               **family.prepare_features(paths, bundle, splits=config.SPLITS[1:])}
     rows, filtered = [], []
     for split, cache in cached.items():
-        dataset = cache.load()
-        kept, dropped = (family.training_examples(hp, bundle, dataset, params.seed) if split == "train"
-                         else family.examples(bundle, dataset, split))
+        if split == "train":  # with the non-speech clips training adds
+            dataset, kept, dropped = family.training_data(hp, paths, bundle, params.seed, params.noise_dir)
+        else:
+            dataset = cache.load()
+            kept, dropped = family.examples(bundle, dataset, split)
         durations = dataset["duration"]
-        rows += [{"split": split, "task": e.task, "duration": durations[e.row], "label_tokens": len(e.labels)}
+        texts = dataset["transcript"]
+        rows += [{"split": split, "task": e.task, "duration": durations[e.row], "label_tokens": len(e.labels),
+                  "speech": bool(texts[e.row])}
                  for e in kept]
         filtered += dropped
     prepared = Prepared(family, bundle, cached, pd.DataFrame(rows), pd.DataFrame(filtered, columns=FILTERED_COLUMNS))

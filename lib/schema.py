@@ -114,6 +114,7 @@ class TrainingParams:
     max_length: int  # generated tokens at most when val is decoded, prefix included
     dataloader_workers: int
     resume: bool  # continue from the last complete checkpoint in the output folder
+    nonspeech_share: float  # share of training inputs that are non-speech clips with the no-speech target (0: none)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
@@ -126,6 +127,8 @@ class TrainingParams:
             problems.append("max_grad_norm: must be 0 or more")
         if self.epochs <= 0 or self.learning_rate <= 0:
             problems.append("epochs and learning_rate: must be above 0")
+        if not 0 <= self.nonspeech_share < 1:
+            problems.append("nonspeech_share: must be in [0, 1)")
         return problems
 
 

@@ -20,6 +20,7 @@ class Example:
     row: int  # index into the cached split
     task: str
     labels: list[int]
+    prefix: int = 0  # leading label tokens (after a start token the model adds) given as input but not learned
 
 
 def task_examples(dataset, split: str, tokenize: Callable[[str, list[int], list[str]], list[list[int]]],
@@ -62,7 +63,8 @@ class ExampleSet:
 
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
-        return {self.column: self.inputs[example.row][self.column], "labels": example.labels}
+        return {self.column: self.inputs[example.row][self.column], "labels": example.labels,
+                "prefix": example.prefix}
 
 
 class SegmentSet:
@@ -86,7 +88,8 @@ class SegmentSet:
 
     def __getitem__(self, index: int) -> dict:
         group = self.groups[index]
-        return {self.column: self.inputs[group[0].row][self.column], "task_labels": [e.labels for e in group]}
+        return {self.column: self.inputs[group[0].row][self.column], "task_labels": [e.labels for e in group],
+                "task_prefixes": [e.prefix for e in group]}
 
 
 def val_sets(dataset, examples: list[Example], column: str, limit: int) -> dict[str, ExampleSet]:
@@ -107,6 +110,18 @@ def pad_labels(tokenizer, labels: list[list[int]], decoder_start_token_id: int):
     if (labels[:, 0] == decoder_start_token_id).all():
         labels = labels[:, 1:]
     return labels
+
+
+def with_prefixes(labels, prefixes: list[int], decoder_start_token_id: int, pad_token_id: int) -> dict:
+    """`labels` and `decoder_input_ids` for rows whose first `prefixes[i]` labels are given but not learned: the
+    decoder still reads them (the labels shifted right, as the model would shift them), and the loss skips them."""
+    import torch
+
+    inputs = torch.cat([torch.full_like(labels[:, :1], decoder_start_token_id), labels[:, :-1]], dim=1)
+    learned = labels.clone()
+    for row, prefix in enumerate(prefixes):
+        learned[row, :prefix] = -100
+    return {"labels": learned, "decoder_input_ids": inputs.masked_fill(inputs.eq(-100), pad_token_id)}
 
 
 @dataclass(frozen=True)

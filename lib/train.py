@@ -183,8 +183,8 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     log.info("process %d of %d started (device %s)", state.process_index, state.num_processes, state.device)
     with state.main_process_first():  # one process builds the demo models and the caches, the others reuse them
         bundle = family.starting_model(hp, params.paths, params.seed)
-        train_set = family.training_cache(hp, params.paths, bundle).load()
-        train_examples, filtered = family.training_examples(hp, bundle, train_set, params.seed)
+        train_set, train_examples, filtered = family.training_data(hp, params.paths, bundle, params.seed,
+                                                                   params.noise_dir)
         val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")

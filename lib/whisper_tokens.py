@@ -20,6 +20,12 @@ def prompt(task: str) -> list[str]:
     return ["<|startoftranscript|>", f"<|{SOURCE_LANGUAGE}|>", f"<|{task}|>", "<|notimestamps|>"]
 
 
+def no_speech_token_id(generation_config) -> int:
+    """The no-speech token, found as transformers finds it: the token just before `<|notimestamps|>`
+    (`<|nocaptions|>` in the original multilingual vocabularies, `<|nospeech|>` in newer ones)."""
+    return generation_config.no_timestamps_token_id - 1
+
+
 def forced(tokenizer, generation_config, task: str) -> tuple[list[int], list[int]]:
     """The forced prompt's ids for a task, and the ids decoding suppresses: the model's own suppress list and every
     timestamp token. Without timestamps asked for, a timestamp in the output (as an untrained model emits) would

@@ -106,12 +106,16 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
     prepared = prepare.prepare(params, name)
     assert {s: len(c.load()) for s, c in prepared.cached.items()} == rows
     assert prepared.filtered.empty
-    counted = prepared.examples.groupby(["split", "task"]).size().to_dict()
+    speech = prepared.examples[prepared.examples.speech]
+    counted = speech.groupby(["split", "task"]).size().to_dict()
     assert counted == {**{(s, "transcribe"): n for s, n in rows.items()},  # one per segment and task
                        **{(s, "translate"): sum(bool(seg.translation) for seg in found) for s, found in segments.items()}}
+    clips = round(0.2 / 0.8 * rows["train"])  # nonspeech_share 0.2 in every family's section here
+    per_clip = len(family.nonspeech_examples(prepared.bundle, 0))
+    assert prepared.describe()["non-speech examples"] == clips * per_clip
 
     summary = train.train(params, name)
-    assert summary["global_step"] == -(-rows["train"] // 8)
+    assert summary["global_step"] == -(-(rows["train"] + clips) // 8)
     losses = [h["loss"] for h in summary["history"] if "loss" in h]
     assert losses and np.isfinite(losses).all()
     assert (out / name / "final" / "config.json").exists()

@@ -61,8 +61,10 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     train_lines = (out / "splits" / "train.tsv").read_text().splitlines()
     column = train_lines[0].split("\t").index("translation")
     with_translation = sum(1 for line in train_lines[1:] if line.split("\t")[column])
-    assert summary["examples"]["train"] == segments["train"] + with_translation
-    assert summary["share_encoder"] and summary["global_step"] == -(-segments["train"] // 8)  # one epoch, 8 segments
+    clips = round(0.2 / 0.8 * segments["train"])  # nonspeech_share 0.2 of the inputs are non-speech clips
+    assert summary["examples"]["train"] == segments["train"] + with_translation + 3 * clips  # Whisper: 3 per clip
+    inputs = segments["train"] + clips
+    assert summary["share_encoder"] and summary["global_step"] == -(-inputs // 8)  # one epoch, 8 inputs a step
     assert summary["final"]["final_transcribe_wer"] >= 0 and summary["final"]["final_translate_bleu"] >= 0
     assert summary["train_samples_per_second"] > 0 and summary["peak_memory_mb"] > 0
     history = json.loads((out / "results" / "whisper_history.json").read_text())
@@ -77,8 +79,8 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     assert (out / "charts" / "whisper_training.png").read_bytes()[:4] == b"\x89PNG"
 
     e2e = json.loads((out / "results" / "e2e_train.json").read_text())
-    assert e2e["examples"]["train"] == summary["examples"]["train"] and e2e["lna"] is False
-    assert e2e["global_step"] == -(-segments["train"] // 8)
+    assert e2e["examples"]["train"] == segments["train"] + with_translation + 2 * clips and e2e["lna"] is False
+    assert e2e["global_step"] == -(-inputs // 8)
     assert 0 < e2e["parameters"]["trainable"] < e2e["parameters"]["total"]  # the feature encoder is frozen
     e2e_losses = [h["loss"] for h in json.loads((out / "results" / "e2e_history.json").read_text()) if "loss" in h]
     assert e2e_losses and e2e_losses[-1] < e2e_losses[0]

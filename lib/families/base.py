@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lib import audio, features, manifest, tasks
+from lib import audio, features, manifest, nonspeech, tasks
 from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
 LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
@@ -177,23 +177,71 @@ class Family(abc.ABC):
         """The examples training draws from `dataset` (the rows of `training_cache`), and those left out."""
         return self.examples(bundle, dataset, "train")
 
+    def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
+        """The examples of a non-speech clip at `row`: what the model should give for audio without speech."""
+        raise NotImplementedError(f"{self.name}: the family has no no-speech target; set {self.name}.nonspeech_share: 0")
+
+    def training_data(self, hp, paths: RunPaths, bundle: Bundle, seed: int,
+                      noise_dir: str = "") -> tuple[object, list[tasks.Example], list[dict]]:
+        """What training draws from: the rows of `training_cache` with their examples, then, with `nonspeech_share`,
+        non-speech clips (lib.nonspeech) as further rows, each with `nonspeech_examples`; and the examples left out."""
+        dataset = self.training_cache(hp, paths, bundle).load()
+        examples, filtered = self.training_examples(hp, bundle, dataset, seed)
+        if not hp.nonspeech_share:
+            return dataset, examples, filtered
+        from datasets import concatenate_datasets
+
+        clips = self.nonspeech_cache(hp, paths, bundle, dataset, seed, noise_dir).load()
+        examples += [e for row in range(len(dataset), len(dataset) + len(clips))
+                     for e in self.nonspeech_examples(bundle, row)]
+        return concatenate_datasets([dataset, clips]), examples, filtered
+
+    def nonspeech_cache(self, hp, paths: RunPaths, bundle: Bundle, speech, seed: int,
+                        noise_dir: str = "") -> features.CachedSplit:
+        """Non-speech clips as rows shaped like `speech`'s (the training rows), `nonspeech_share` of all rows, as long
+        as speech rows drawn at random (computed where missing or stale)."""
+        import random
+
+        count = round(hp.nonspeech_share / (1 - hp.nonspeech_share) * len(speech))
+        durations = random.Random(f"nonspeech-{seed}").choices(speech["duration"], k=count)
+        folder = resolve(noise_dir) if noise_dir else None
+        listing = [f"{p.relative_to(folder)}:{p.stat().st_size}" for p in nonspeech.noise_files(folder)] if folder \
+            else []
+        settings = {**self.cache_settings(bundle), "nonspeech": nonspeech.VERSION, "count": count, "seed": seed,
+                    "durations": durations, "noise_dir": listing}
+        extra = {c: t for c, t in speech.features.items() if c not in features.ROW_COLUMNS}
+
+        def rows(segments):
+            for i, clip in enumerate(nonspeech.training_clips(durations, seed, folder)):
+                yield {"id": f"nonspeech-{i:05d}", "speaker": "", "transcript": "", "translation": "",
+                       "lang_tags": "", "duration": len(clip.wave) / audio.SAMPLE_RATE,
+                       **{c: [] for c in extra}, self.input_column: self.audio_input(bundle, clip.wave)}
+
+        return features.prepare("train-nonspeech", paths.splits / "train.tsv", paths.features / self.name, settings,
+                                rows, extra)
+
     @abc.abstractmethod
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
         """A batch of model inputs (tensors) from cached inputs."""
 
     def collate(self, bundle: Bundle, batch: list[dict]) -> dict:
         """A batch: padded model inputs and labels padded with -100. Items of a `tasks.SegmentSet` (several tasks'
-        labels per input) also give `segment_index`, the input of each label row, for `share_encoder`."""
+        labels per input) also give `segment_index`, the input of each label row, for `share_encoder`; examples with
+        a `prefix` give `decoder_input_ids` too, so that the prefix is read but not learned."""
         import torch
 
-        start = bundle.model.config.decoder_start_token_id
+        config = bundle.model.config
         inputs = self.model_inputs(bundle, [b[self.input_column] for b in batch])
-        if "task_labels" not in batch[0]:
-            return {**inputs, "labels": tasks.pad_labels(bundle.tokenizer, [b["labels"] for b in batch], start)}
-        labels = [labels for b in batch for labels in b["task_labels"]]
-        index = [i for i, b in enumerate(batch) for _ in b["task_labels"]]
-        return {**inputs, "labels": tasks.pad_labels(bundle.tokenizer, labels, start),
-                "segment_index": torch.tensor(index)}
+        if "task_labels" in batch[0]:
+            rows = [labels for b in batch for labels in b["task_labels"]]
+            prefixes = [prefix for b in batch for prefix in b.get("task_prefixes", [0] * len(b["task_labels"]))]
+            inputs["segment_index"] = torch.tensor([i for i, b in enumerate(batch) for _ in b["task_labels"]])
+        else:
+            rows, prefixes = [b["labels"] for b in batch], [b.get("prefix", 0) for b in batch]
+        labels = tasks.pad_labels(bundle.tokenizer, rows, config.decoder_start_token_id)
+        if not any(prefixes):
+            return {**inputs, "labels": labels}
+        return {**inputs, **tasks.with_prefixes(labels, prefixes, config.decoder_start_token_id, config.pad_token_id)}
 
     @abc.abstractmethod
     def encode(self, bundle: Bundle, batch: dict) -> dict:

@@ -97,6 +97,12 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
+    def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
+        """An empty output for each task: its language code, then `</s>` at once."""
+        tokenizer = bundle.tokenizer
+        return [tasks.Example(row, task, [tokenizer.convert_tokens_to_ids(code), tokenizer.eos_token_id])
+                for task, code in LANGUAGE_CODES.items()]
+
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
         """Normalized waveforms padded to the longest, with an attention mask (wav2vec2 reads no fixed window)."""
         extractor = bundle.feature_extractor

@@ -22,14 +22,14 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from lib import audio, features, packing, tasks
+from lib import audio, features, nonspeech, packing, tasks
 from lib.families.base import Bundle, Export, Family, local_or_hub, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
-                                forced, prompt, whisper_generation_config, whisper_tokenizer)
+                                forced, no_speech_token_id, prompt, whisper_generation_config, whisper_tokenizer)
 
 Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
-PACKING_VERSION = 1  # bump when training windows group segments differently (TRAINING_STREAM)
+PACKING_VERSION = 2  # bump when training windows are made differently (training_stream, the pauses' filler)
 
 
 @dataclass(frozen=True)
@@ -183,12 +183,14 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         if not hp.pack_seconds:
             return super().training_cache(hp, paths, bundle)
         extractor = bundle.feature_extractor
+        noisy_pauses = hp.nonspeech_share > 0  # the pauses between a window's segments get room tone or noise
         settings = {**self.cache_settings(bundle), "kind": "whisper-log-mel-windows", "seconds": hp.pack_seconds,
-                    "gap": packing.PACK_GAP, "packing": PACKING_VERSION}
+                    "gap": packing.PACK_GAP, "packing": PACKING_VERSION, "noisy_pauses": noisy_pauses}
 
         def rows(segments):
             for window in packing.pack(segments, hp.pack_seconds, training_stream):
-                wave, starts, ends = packing.join(window, audio.SAMPLE_RATE)
+                fill = nonspeech.gap_filler(window[0].id) if noisy_pauses else None
+                wave, starts, ends = packing.join(window, audio.SAMPLE_RATE, fill)
                 yield {**packing.window_columns(window), "duration": len(wave) / audio.SAMPLE_RATE,
                        "input_features": log_mel(wave, extractor), "starts": starts, "ends": ends,
                        "texts": [seg.transcript for seg in window], "translations": [seg.translation for seg in window]}
@@ -196,6 +198,18 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         columns = {**packing.window_features(), self.input_column: self.input_feature(bundle)}
         return features.prepare("train-windows", paths.splits / "train.tsv", paths.features / self.name, settings,
                                 rows, columns)
+
+    def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
+        """Whisper's pretraining target for audio without speech, `<|startoftranscript|>` + the no-speech token +
+        `<|endoftext|>`, which trains the no-speech probability that decoding's gate reads; and for each task the
+        forced prompt followed at once by `<|endoftext|>`, the prompt read but not learned, so that `<|vi|>` is not
+        taught to beat the no-speech token where the gate reads it."""
+        tokenizer, generation = bundle.tokenizer, bundle.model.generation_config
+        start, eot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>"), tokenizer.eos_token_id
+        detector = tasks.Example(row, "transcribe", [start, no_speech_token_id(generation), eot])
+        written = [tasks.Example(row, task, [*forced(tokenizer, generation, task)[0], eot], prefix=3)
+                   for task in tasks.TASKS]
+        return [detector, *written]
 
     def training_examples(self, hp: WhisperParams, bundle: Bundle, dataset, seed: int):
         """The examples of `dataset`, a `timestamp_share` of them timestamped."""

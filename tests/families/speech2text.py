@@ -96,6 +96,12 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         return tasks.task_examples(dataset, split, tokenize, reject)
 
+    def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
+        """An empty output for each task: its token, then `</s>` at once."""
+        tokenizer = bundle.tokenizer
+        return [tasks.Example(row, task, [tokenizer.convert_tokens_to_ids(token), tokenizer.eos_token_id])
+                for task, token in TASK_TOKENS.items()]
+
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
         """Filterbanks padded with zeros to the longest, with an attention mask over frames."""
         import torch
