@@ -39,7 +39,8 @@ def main() -> None:
         for batch_size in (BATCH, 1):
             options = tasks.DecodingOptions("transcribe", params.evaluation.num_beams, TOKENS, batch_size)
             began = time.perf_counter()
-            texts = evaluate.decode_longest_first(family, bundle, waves, test["duration"], [options])["transcribe"]
+            decoded = evaluate.decode_longest_first(family, bundle, waves, test["duration"], [options])
+            texts = decoded["transcribe"].texts
             speeds[batch_size] = len(texts) / (time.perf_counter() - began)
         details[model_type] = speeds
         rows.append(common.Row(f"{model_type} decoding ({len(waves)} test segments, {TOKENS} tokens each, "

@@ -161,26 +161,38 @@ _MISSING = {"value": None, "ci95": [None, None]}
 
 
 def hallucination(params, out: Path) -> plt.Figure:
-    """Share of hypotheses that loop or run far past their reference, per model and set (transcripts, translations
-    and long-form transcripts), with the silence and noise probes that got text in the legend."""
+    """Left: the share of hypotheses that loop or run far past their reference, per model and set. Right: the share
+    of 05's non-speech clips on which each model wrote anything, per task, without and with the no-speech gate."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    rows = []
+    loops, quiet = [], []
     for split in params.eval_sets:
         for name, untrained, found in evaluate.written_metrics(params, split):
-            probes = found["hallucination"]["probes"]
-            model = (f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
-                     f" ({probes['with_output']}/{probes['probes']} probes got text)")
+            model = f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
             views = {"transcripts": found["hallucination"]["transcribe"]["share"],
                      "translations": found["hallucination"]["translate"]["share"]}
             if "long_form" in found:
-                views["long-form transcripts"] = found["long_form"]["hallucination"]["transcribe"]["share"]
-            rows += [{"model": model, "what": f"{view}, {split}", "share": share}
-                     for view, share in views.items() if share is not None]
-    fig, ax = plt.subplots(figsize=(11, 4.5))
-    sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", ax=ax)
-    ax.set(title="Hallucinated hypotheses: a repeated-words loop, or over twice the reference's length",
-           xlabel="", ylabel="hypotheses (%)")
-    ax.legend(title="model (silence and noise probes)", loc="upper left", bbox_to_anchor=(1.01, 1))
+                views["long-form\ntranscripts"] = found["long_form"]["hallucination"]["transcribe"]["share"]
+            loops += [{"model": model, "what": f"{view}\n({split})", "share": share}
+                      for view, share in views.items() if share is not None]
+            for task, shares in found["hallucination"].get("nonspeech", {}).get("tasks", {}).items():
+                quiet += [{"model": model, "what": f"{task}\n{gate}", "share": shares[key]}
+                          for gate, key in (("gate off", "with_text"), ("gate on", "with_text_gated"))]
+    models = list(dict.fromkeys(row["model"] for row in loops + quiet))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, rows, title, label in ((axes[0], loops, "Hypotheses that loop, or run past twice their reference",
+                                    "hypotheses (%)"),
+                                   (axes[1], quiet, "Text written on silence, noise and music (none is right)",
+                                    "non-speech clips with text (%)")):
+        if rows:
+            sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", hue_order=models, ax=ax)
+            for container in ax.containers:
+                ax.bar_label(container, fmt="%.0f", fontsize=8, padding=2)
+        ax.set(title=title, xlabel="", ylabel=label, ylim=(0, 110))
+        ax.tick_params(axis="x", labelsize=9)
+        if ax.get_legend():
+            ax.get_legend().remove()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="model", loc="lower center", ncol=len(models), bbox_to_anchor=(0.5, -0.08))
     save(fig, out)
     return fig
 

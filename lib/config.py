@@ -59,6 +59,8 @@ class EvaluationParams:
     target_wer: float  # percent; a model passes below it
     target_bleu: float  # a model passes above it
     untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
+    no_speech_threshold: float  # an output is emptied when its no-speech probability is above this (1: no gate) ...
+    logprob_threshold: float  # ... and its average log-probability per token below this (Whisper's rule)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, config, families, features, manifest as manifest_io, metrics, model_card, packing, precision, \
-    tasks, text
+from lib import atomic, audio, config, families, features, manifest as manifest_io, metrics, model_card, nonspeech, \
+    packing, precision, tasks, text
 from lib.audio import SAMPLE_RATE
 
 log = logging.getLogger("lib.evaluate")
@@ -81,6 +81,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(chosen),
         "segments_in_split": len(test),
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,
+                     "no_speech_threshold": hp.no_speech_threshold, "logprob_threshold": hp.logprob_threshold,
                      "dtype": str(bundle.model.dtype).removeprefix("torch."),
                      "forced": {t: family.forced_prefix(t) for t in tasks.TASKS},
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
@@ -88,10 +89,11 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                       "interval": "95 % percentile bootstrap over utterances"},
         "device": str(device), "tasks": {}, "hallucination": {},
     }
-    for task in tasks.TASKS:
-        frame, summary["tasks"][task], summary["hallucination"][task] = score(task, rows, decoded[task], params)
+    for task, o in zip(tasks.TASKS, options):
+        frame, summary["tasks"][task], summary["hallucination"][task] = score(task, rows, decoded[task], o, params)
         atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
-    summary["hallucination"]["probes"] = probes(family, bundle, options)
+    if split == "test" or untrained:
+        summary["hallucination"]["nonspeech"] = nonspeech_set(family, bundle, options, paths.splits / f"{split}.tsv")
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(family, bundle, rows, params, split, options)
     summary["targets"] = targets(summary, hp)
@@ -132,13 +134,16 @@ def written_metrics(params: config.Params, split: str):
                 yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
-def score(task: str, rows: dict[str, list], hypotheses: list[str], params: config.Params):
-    """One task's scores on the rows that have its text: the predictions table, the metrics and the hallucination
-    counts."""
+def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tasks.DecodingOptions,
+          params: config.Params):
+    """One task's scores on the rows that have its text, as the no-speech rule of `options` leaves the outputs: the
+    predictions table (with the no-speech probability and average log-probability, where the family gives them), the
+    metrics (with how many outputs the rule emptied) and the hallucination counts."""
     hp = params.evaluation
     column = tasks.TEXT_COLUMN[task]
     picked = [i for i, t in enumerate(rows[column]) if t]
-    hypotheses = [hypotheses[i] for i in picked]
+    decoded = decoded.select(picked)
+    hypotheses, silenced = decoded.gated(options), decoded.silenced(options)
     references = [rows[column][i] for i in picked]
     tags = [rows["lang_tags"][i].split() for i in picked]
     frame = pd.DataFrame({c: [rows[c][i] for i in picked] for c in ("id", "speaker", "duration")}).round(3)
@@ -150,25 +155,50 @@ def score(task: str, rows: dict[str, list], hypotheses: list[str], params: confi
         frame["code_mixing_index"] = [round(text.code_mixing_index(t), 1) for t in tags]
         extra = {}
     frame = pd.concat([frame, scored.utterances], axis=1)
+    if decoded.no_speech_prob is not None:
+        frame["no_speech_prob"] = np.round(decoded.no_speech_prob, 4)
+        frame["avg_logprob"] = np.round(decoded.avg_logprob, 3)
+        frame["silenced"] = silenced
     frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
-    return frame, {"samples": len(picked), **scored.to_dict(), **extra}, metrics.hallucinations(references, hypotheses)
+    gate = {"no_speech_threshold": options.no_speech_threshold, "logprob_threshold": options.logprob_threshold,
+            "silenced": sum(silenced)}
+    return (frame, {"samples": len(picked), **scored.to_dict(), **extra, "gate": gate},
+            metrics.hallucinations(references, hypotheses))
 
 
-PROBE_SECONDS = 5.0
-PROBE_NOISE_RMS = 0.05  # about -26 dBFS: clearly audible hiss, no speech
+BABBLE_SEGMENTS = 12  # speech segments of the scored set reversed into the non-speech set's babble
 
 
-def probes(family: families.Family, bundle: families.Bundle, options: list[tasks.DecodingOptions]) -> dict:
-    """What the model writes, per task, for a few seconds of silence and of white noise: anything at all is a
-    hallucination. `with_output` counts the probes that got text."""
-    samples = int(PROBE_SECONDS * SAMPLE_RATE)
-    noise = np.random.default_rng(0).normal(0.0, PROBE_NOISE_RMS, samples).astype(np.float32)
-    sounds = {"silence": np.zeros(samples, np.float32), "white noise": noise}
-    decoded = family.decode(bundle, [family.audio_input(bundle, w) for w in sounds.values()], options)
-    outputs = {name: {task: decoded[task][i] for task in decoded} for i, name in enumerate(sounds)}
-    return {"seconds": PROBE_SECONDS, "outputs": outputs,
-            "with_output": sum(bool(t) for per_task in outputs.values() for t in per_task.values()),
-            "probes": len(sounds) * len(decoded)}
+def nonspeech_set(family: families.Family, bundle: families.Bundle, options: list[tasks.DecodingOptions],
+                  split_file: Path) -> dict:
+    """What the model writes, per task, on 05's non-speech set (lib.nonspeech.evaluation_set, its babble made from
+    the first segments of `split_file`), where any text at all is made up: per clip the text as written and as the
+    no-speech rule leaves it, and the share of clips with text, all kinds and the kinds training never sees."""
+    segments = manifest_io.read(split_file).segments[:BABBLE_SEGMENTS]
+    clips = nonspeech.evaluation_set([audio.load(s.audio, s.start, s.end) for s in segments])
+    decoded = family.decode_scored(bundle, [family.audio_input(bundle, c.wave) for c in clips], options)
+    held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
+    outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
+    shares = {}
+    for o in options:
+        found, gated = decoded[o.task], decoded[o.task].gated(o)
+        for i, row in enumerate(outputs):
+            row["tasks"][o.task] = {"text": found.texts[i], "gated": gated[i]}
+            if found.no_speech_prob is not None:
+                row["tasks"][o.task] |= {"no_speech_prob": round(found.no_speech_prob[i], 4),
+                                         "avg_logprob": round(found.avg_logprob[i], 3)}
+        shares[o.task] = {"with_text": _share(found.texts), "with_text_gated": _share(gated),
+                          "held_out_kinds_with_text_gated": _share([g for g, h in zip(gated, held_out) if h])}
+    return {"clips": len(clips), "kinds": len({c.kind for c in clips}), "held_out_kinds": list(nonspeech.HELD_OUT_KINDS),
+            "gated_by": {"no_speech_threshold": options[0].no_speech_threshold,
+                         "logprob_threshold": options[0].logprob_threshold,
+                         "applies": decoded[options[0].task].no_speech_prob is not None},
+            "tasks": shares, "outputs": outputs}
+
+
+def _share(texts: list[str]) -> float:
+    """Percent of `texts` that are not empty."""
+    return round(100 * sum(bool(t.strip()) for t in texts) / len(texts), 1) if texts else 0.0
 
 
 def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
@@ -192,23 +222,20 @@ def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, 
               "longest_seconds": max(joined["duration"]),
               "decoding": {"seconds": round(seconds, 2), "how": family.long_form_decoding}, "tasks": {},
               "hallucination": {}}
-    for task in tasks.TASKS:
-        _, result["tasks"][task], result["hallucination"][task] = score(task, joined, decoded[task], params)
+    for task, o in zip(tasks.TASKS, options):
+        _, result["tasks"][task], result["hallucination"][task] = score(task, joined, tasks.Decoded(decoded[task]), o,
+                                                                        params)
     return result
 
 
 def decode_longest_first(family: families.Family, bundle: families.Bundle, inputs: list[np.ndarray],
-                         durations: list[float], options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+                         durations: list[float], options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
     """Decode every task in order of duration, longest first (similar lengths share a batch, so less padding and
-    fewer finished rows waiting on a long one; an out-of-memory shows at once); task -> texts in input order."""
+    fewer finished rows waiting on a long one; an out-of-memory shows at once); task -> outputs in input order."""
     order = np.argsort(-np.asarray(durations), kind="stable")
-    decoded = family.decode(bundle, [inputs[i] for i in order], options)
-    result = {}
-    for task, texts in decoded.items():
-        result[task] = [""] * len(inputs)
-        for position, index in enumerate(order):
-            result[task][index] = texts[position]
-    return result
+    decoded = family.decode_scored(bundle, [inputs[i] for i in order], options)
+    back = np.argsort(order, kind="stable")
+    return {task: found.select(back) for task, found in decoded.items()}
 
 
 def sample(speakers: list[str], limit: int) -> list[int]:
@@ -289,9 +316,11 @@ def export_parity(params: config.Params, name: str) -> dict | None:
     rows = []
     for export in converted:
         began = time.perf_counter()
-        texts = decode_longest_first(family, export.bundle, inputs, scored["transcribe"]["duration"].tolist(),
-                                     options)
+        decoded = decode_longest_first(family, export.bundle, inputs, scored["transcribe"]["duration"].tolist(),
+                                       options)
+        texts = {o.task: decoded[o.task].gated(o) for o in options}
         seconds = time.perf_counter() - began
+        quiet = nonspeech_set(family, export.bundle, options, paths.splits / "test.tsv")["tasks"]
         wer = metrics.wer(references["transcribe"], texts["transcribe"])
         bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
         same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
@@ -300,7 +329,10 @@ def export_parity(params: config.Params, name: str) -> dict | None:
                      "delta_wer": round(wer - own_wer, 2), "bleu": round(bleu, 2), "hf_bleu": round(own_bleu, 2),
                      "delta_bleu": round(bleu - own_bleu, 2), "same_transcripts": same, "segments": len(ids),
                      "segments_per_second": round(len(ids) / seconds, 2),
-                     "hf_segments_per_second": summary["decoding"]["segments_per_second"]})
+                     "hf_segments_per_second": summary["decoding"]["segments_per_second"],
+                     **{f"nonspeech_{task}_with_text_gated": quiet[task]["with_text_gated"] for task in quiet},
+                     **{f"hf_nonspeech_{task}_with_text_gated": shares["with_text_gated"]
+                        for task, shares in summary["hallucination"]["nonspeech"]["tasks"].items()}})
         log.info("%s %s: WER %.2f (the model it came from %.2f), %d of %d transcripts the same", name,
                  export.facts, wer, own_wer, same, len(ids))
     parity = {"model": str(model_dir), "split": "test", "device": device, **facts, "decoding": summary["decoding"],

@@ -81,21 +81,43 @@ def long_form_table(params: config.Params):
 
 
 def hallucination_table(params: config.Params):
-    """Per model and set: the share of hypotheses that loop or run far past their reference, and what the model
-    wrote for a few seconds of silence and of noise."""
+    """Per model and set: the share of hypotheses that loop or run far past their reference, and the share of 05's
+    non-speech clips on which the model wrote anything, without and with the no-speech gate."""
     rows = []
     for split in params.eval_sets:
         for name, untrained, summary in evaluate.written_metrics(params, split):
-            found, probes = summary["hallucination"], summary["hallucination"]["probes"]
+            found = summary["hallucination"]
+            quiet = found.get("nonspeech", {}).get("tasks", {})
             rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
-                         "set": SET_LABELS[split], "transcripts (%)": found["transcribe"]["share"],
-                         "translations (%)": found["translate"]["share"],
+                         "set": SET_LABELS[split], "looping transcripts (%)": found["transcribe"]["share"],
+                         "looping translations (%)": found["translate"]["share"],
                          "long-form (%)": summary.get("long_form", {}).get("hallucination", {}).get(
                              "transcribe", {}).get("share", "–"),
-                         "probes with text": f"{probes['with_output']} of {probes['probes']}",
-                         "on silence": probes["outputs"]["silence"]["transcribe"] or "(nothing)",
-                         "on noise": probes["outputs"]["white noise"]["transcribe"] or "(nothing)"})
-    return pd.DataFrame(rows).style.hide(axis="index")
+                         **{f"non-speech, {task}s with text (%)": f"{shares['with_text']:g} → "
+                            f"{shares['with_text_gated']:g} gated" for task, shares in quiet.items()}})
+    return pd.DataFrame(rows).fillna("–").style.hide(axis="index").format(precision=1)
+
+
+def nonspeech_table(params: config.Params):
+    """Per model and kind of 05's non-speech clips: the share on which it wrote anything (both tasks), without and
+    with the no-speech gate, and one thing it wrote; kinds training never sees are marked."""
+    rows = []
+    for split in params.eval_sets:
+        for name, untrained, summary in evaluate.written_metrics(params, split):
+            found = summary["hallucination"].get("nonspeech")
+            if not found:
+                continue
+            frame = pd.DataFrame([{"kind": o["kind"], "held_out": o["held_out_kind"], "text": t["text"],
+                                   "gated": t["gated"]} for o in found["outputs"] for t in o["tasks"].values()])
+            for kind, clips in frame.groupby("kind", sort=False):
+                written = clips[clips.text.str.strip().astype(bool)]
+                rows.append({"model": families.get(name).label,
+                             "weights": "as it started" if untrained else "fine-tuned",
+                             "kind": kind + (" (never in training)" if clips.held_out.iloc[0] else ""),
+                             "outputs": len(clips), "with text (%)": 100 * len(written) / len(clips),
+                             "with text, gated (%)": 100 * clips.gated.str.strip().astype(bool).mean(),
+                             "for example": written.text.iloc[0][:60] if len(written) else "(nothing)"})
+    return pd.DataFrame(rows).style.hide(axis="index").format(precision=0)
 
 
 def parity_table(parity: dict):

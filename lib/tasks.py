@@ -126,21 +126,54 @@ def with_prefixes(labels, prefixes: list[int], decoder_start_token_id: int, pad_
 
 @dataclass(frozen=True)
 class DecodingOptions:
-    """How to decode one task: beam width, generated tokens at most (prefix included), segments per batch."""
+    """How to decode one task: beam width, generated tokens at most (prefix included), segments per batch, and
+    Whisper's no-speech rule: an output is emptied when its no-speech probability is above `no_speech_threshold` and
+    its average log-probability below `logprob_threshold` (a family without a no-speech probability is never gated;
+    a threshold of 1 turns the gate off)."""
 
     task: str
     num_beams: int
     max_length: int
     batch_size: int
+    no_speech_threshold: float = 1.0
+    logprob_threshold: float = 0.0
 
     @classmethod
     def for_test(cls, task: str, evaluation) -> "DecodingOptions":
         """The test split in 05, from the params' `evaluation` section."""
-        return cls(task, evaluation.num_beams, evaluation.max_length, evaluation.batch_size)
+        return cls(task, evaluation.num_beams, evaluation.max_length, evaluation.batch_size,
+                   evaluation.no_speech_threshold, evaluation.logprob_threshold)
 
     @classmethod
     def for_validation(cls, task: str, hp) -> "DecodingOptions":
-        """Val scoring during training, from a family's params section: greedy, so that scoring every checkpoint
-        stays cheap; the kept checkpoint is decoded with the test settings in 05."""
+        """Val scoring during training, from a family's params section: greedy and ungated, so that scoring every
+        checkpoint stays cheap; the kept checkpoint is decoded with the test settings in 05."""
         return cls(task, 1, hp.max_length, hp.eval_batch_size)
+
+
+@dataclass
+class Decoded:
+    """One task's outputs for a list of inputs: the texts as the model wrote them and, where the family gives them,
+    each output's no-speech probability (at the start of the transcript) and average log-probability per token."""
+
+    texts: list[str]
+    no_speech_prob: list[float] | None = None
+    avg_logprob: list[float] | None = None
+
+    def silenced(self, options: DecodingOptions) -> list[bool]:
+        """Which outputs the no-speech rule of `options` empties."""
+        if self.no_speech_prob is None or self.avg_logprob is None:
+            return [False] * len(self.texts)
+        return [p > options.no_speech_threshold and lp < options.logprob_threshold
+                for p, lp in zip(self.no_speech_prob, self.avg_logprob)]
+
+    def gated(self, options: DecodingOptions) -> list[str]:
+        """The texts a deployed model gives: emptied where the no-speech rule says."""
+        return ["" if quiet else text for text, quiet in zip(self.texts, self.silenced(options))]
+
+    def select(self, order) -> "Decoded":
+        """The outputs at the positions `order` gives, in that order."""
+        return Decoded([self.texts[i] for i in order],
+                       *[None if values is None else [values[i] for i in order]
+                         for values in (self.no_speech_prob, self.avg_logprob)])
 

@@ -1,11 +1,11 @@
-"""lib.evaluate without a trained model: targets, the predictions round trip, the probes, clear errors, and which
+"""lib.evaluate without a trained model: targets, the predictions round trip, the non-speech set, clear errors, and which
 scores a model card takes."""
 import os
 
 import pandas as pd
 import pytest
 
-from lib import atomic, config, evaluate, model_card
+from lib import atomic, config, evaluate, model_card, tasks
 
 
 def params_for(tmp_path):
@@ -53,23 +53,47 @@ def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):
 
 
 class _Echo:
-    """A stand-in model family: 'hears' a loud input as a looping phrase and a silent one as nothing."""
+    """A stand-in model family: 'hears' any input louder than -50 dBFS as a looping phrase, and is sure there is no
+    speech (p 0.9) in what is quieter, where it writes the phrase unsurely (average log-probability -2)."""
 
     def audio_input(self, bundle, wave):
         return wave
 
-    def decode(self, bundle, inputs, options):
-        return {o.task: ["cảm ơn cảm ơn cảm ơn" if abs(x).max() > 0 else "" for x in inputs] for o in options}
+    def decode_scored(self, bundle, inputs, options):
+        from lib import nonspeech
+
+        loud = [nonspeech.rms_db(x) > -50 for x in inputs]
+        found = tasks.Decoded(["cảm ơn cảm ơn cảm ơn" if x.any() else "" for x in inputs],
+                              [0.1 if is_loud else 0.9 for is_loud in loud],
+                              [-0.2 if is_loud else -2.0 for is_loud in loud])
+        return {o.task: found for o in options}
 
 
-def test_probes_count_any_text_on_silence_or_noise_as_made_up():
-    from lib import tasks
+def test_the_nonspeech_set_counts_any_text_as_made_up_before_and_after_the_gate(corpus):
+    options = [tasks.DecodingOptions(t, 1, 16, 4, no_speech_threshold=0.6, logprob_threshold=-1.0)
+               for t in tasks.TASKS]
+    found = evaluate.nonspeech_set(_Echo(), None, options, corpus)
+    assert found["clips"] == len(found["outputs"]) >= 20 and found["kinds"] >= 8
+    quiet = [row for row in found["outputs"] if nonspeech_level(row["name"]) <= -50]
+    silent = [row for row in found["outputs"] if "digital zero" in row["name"]]
+    assert silent and all(row["tasks"]["transcribe"] == {"text": "", "gated": "", "no_speech_prob": 0.9,
+                                                         "avg_logprob": -2.0} for row in silent)
+    assert all(row["tasks"]["translate"]["gated"] == "" for row in quiet)  # the gate empties the unsure ones
+    written = sum(bool(row["tasks"]["transcribe"]["text"]) for row in found["outputs"])
+    kept = sum(bool(row["tasks"]["transcribe"]["gated"]) for row in found["outputs"])
+    assert found["tasks"]["transcribe"]["with_text"] == round(100 * written / found["clips"], 1) > 0
+    assert found["tasks"]["transcribe"]["with_text_gated"] == round(100 * kept / found["clips"], 1) < \
+        found["tasks"]["transcribe"]["with_text"]
+    held_out = [row for row in found["outputs"] if row["held_out_kind"]]
+    assert {row["kind"] for row in held_out} == {"chords", "reversed babble", "sweep"}
+    ungated = tasks.DecodingOptions("transcribe", 1, 16, 4)  # the gate off: every text stays
+    assert evaluate.nonspeech_set(_Echo(), None, [ungated], corpus)["tasks"]["transcribe"]["with_text_gated"] == \
+        found["tasks"]["transcribe"]["with_text"]
 
-    options = [tasks.DecodingOptions(t, 1, 16, 4) for t in tasks.TASKS]
-    found = evaluate.probes(_Echo(), None, options)
-    assert found["probes"] == 4 and found["with_output"] == 2  # the noise got text in both tasks, silence none
-    assert found["outputs"]["silence"] == {"transcribe": "", "translate": ""}
-    assert found["outputs"]["white noise"]["transcribe"] == "cảm ơn cảm ơn cảm ơn"
+
+def nonspeech_level(name: str) -> float:
+    level = name.split(", ")[1]
+    return -999.0 if level == "digital zero" else float(level.split()[0])
 
 
 def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):

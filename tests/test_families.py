@@ -129,7 +129,7 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
         assert scored["samples"] == expected and scored["metrics"][metric]["value"] >= 0
         predictions = evaluate.read_predictions(out / "results", name, task)
         assert len(predictions) == expected and predictions["reference"].str.len().gt(0).all()
-    assert metrics["long_form"]["files"] >= 1 and metrics["hallucination"]["probes"]["probes"] == 4
+    assert metrics["long_form"]["files"] >= 1 and metrics["hallucination"]["nonspeech"]["clips"] >= 20
     assert list(evaluate.load_results(params)) == [name]
 
 

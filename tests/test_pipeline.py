@@ -182,7 +182,15 @@ def check_generalization(out):
         assert wer["ci95"][0] <= wer["value"] <= wer["ci95"][1]
         found = summary["hallucination"]
         assert found["transcribe"]["segments"] == summary["segments"] and 0 <= found["transcribe"]["share"] <= 100
-        assert found["probes"]["probes"] == 4 and set(found["probes"]["outputs"]) == {"silence", "white noise"}
+        quiet = found["nonspeech"]  # 05's non-speech set, decoded for both tasks, gated and not
+        assert quiet["clips"] == len(quiet["outputs"]) >= 20 and quiet["kinds"] >= 8
+        assert quiet["gated_by"]["applies"] == (name == "whisper")  # only Whisper gives a no-speech probability
+        for task, shares in quiet["tasks"].items():
+            written = [o["tasks"][task] for o in quiet["outputs"]]
+            assert shares["with_text"] == round(100 * sum(bool(w["text"]) for w in written) / len(written), 1)
+            assert shares["with_text_gated"] <= shares["with_text"]
+        gate = summary["tasks"]["transcribe"]["gate"]
+        assert gate["no_speech_threshold"] == 0.6 and 0 <= gate["silenced"] <= summary["segments"]
     parity = json.loads((out / "results" / "whisper_ct2_parity.json").read_text())
     whisper = json.loads((out / "results" / "whisper_metrics.json").read_text())
     assert [r["quantization"] for r in parity["rows"]] == ["float16", "int8"]
@@ -190,11 +198,12 @@ def check_generalization(out):
         assert row["hf_wer"] == pytest.approx(whisper["tasks"]["transcribe"]["metrics"]["wer"]["value"], abs=0.01)
         assert row["segments"] == whisper["segments"] and row["segments_per_second"] > 0
         assert row["delta_wer"] == pytest.approx(row["wer"] - row["hf_wer"], abs=0.02)
+        assert 0 <= row["nonspeech_transcribe_with_text_gated"] <= 100  # the export on the non-speech set too
         assert (out / "whisper" / f"ct2-{row['quantization']}" / "model.bin").exists()
     report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
-    assert "long-form WER" in shown and "probes with text" in shown
+    assert "long-form WER" in shown and "non-speech, transcribes with text" in shown and "never in training" in shown
 
 
 def check_model_card(out):

@@ -278,8 +278,16 @@ class Family(abc.ABC):
 
     def decode(self, bundle: Bundle, inputs: list[np.ndarray],
                options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+        """Task -> the texts a deployed model gives for cached inputs: `decode_scored`'s, emptied where the options'
+        no-speech rule says."""
+        scored = self.decode_scored(bundle, inputs, options)
+        return {o.task: scored[o.task].gated(o) for o in options}
+
+    def decode_scored(self, bundle: Bundle, inputs: list[np.ndarray],
+                      options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
         """Generate for cached inputs, each task of `options` from the same encoder pass, in batches of the first
-        options' batch size; returns task -> decoded texts."""
+        options' batch size; task -> the outputs as written, with what the family knows of them (by default the texts
+        alone: such a family is never gated)."""
         import torch
 
         model = bundle.model
@@ -288,14 +296,19 @@ class Family(abc.ABC):
         texts: dict[str, list[str]] = {o.task: [] for o in options}
         model.eval()
         for first in range(0, len(inputs), size):
-            batch = self.model_inputs(bundle, inputs[first:first + size])
-            batch = {k: v.to(device, model.dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
+            batch = self.batch_on(bundle, inputs[first:first + size], device)
             with torch.inference_mode():
                 encoded = self.encode(bundle, batch)
                 for o in options:
                     ids = model.generate(**encoded, **self.generation_kwargs(bundle, o))
                     texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return texts
+        return {task: tasks.Decoded(found) for task, found in texts.items()}
+
+    def batch_on(self, bundle: Bundle, inputs: list[np.ndarray], device) -> dict:
+        """`model_inputs` on `device`, floating-point ones in the model's dtype."""
+        batch = self.model_inputs(bundle, inputs)
+        dtype = bundle.model.dtype
+        return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         """How long a recording `decode_long` takes may be, `wanted` at most: by default what the decoder's positions

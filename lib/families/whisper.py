@@ -246,18 +246,44 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
 
-    def decode(self, bundle: Bundle, inputs: list[np.ndarray],
-               options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
-        """As every family decodes (transformers), or through ctranslate2 for a CTranslate2 export (`Ct2Whisper`):
-        each batch encoded once, then each task generated from it with the same forced prompt, suppress list, beam
-        width and length."""
-        if not isinstance(bundle.model, Ct2Whisper):
-            return super().decode(bundle, inputs, options)
+    def decode_scored(self, bundle: Bundle, inputs: list[np.ndarray],
+                      options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
+        """Each batch encoded once; the no-speech probability read at `<|startoftranscript|>` from it, then each task
+        generated with the same forced prompt, suppress list, beam width and length, with the average log-probability
+        of what it wrote: by transformers, or through ctranslate2 for a CTranslate2 export (`Ct2Whisper`)."""
+        if isinstance(bundle.model, Ct2Whisper):
+            return self._decode_ct2(bundle, inputs, options)
+        import torch
+
+        model = bundle.model
+        device, size = next(model.parameters()).device, options[0].batch_size
+        generation = model.generation_config
+        found = {o.task: tasks.Decoded([], [], []) for o in options}
+        model.eval()
+        for first in range(0, len(inputs), size):
+            batch = self.batch_on(bundle, inputs[first:first + size], device)
+            with torch.inference_mode():
+                encoded = self.encode(bundle, batch)
+                start = torch.full((len(batch["input_features"]), 1), generation.decoder_start_token_id, device=device)
+                logits = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start).logits[:, 0]
+                no_speech = logits.float().softmax(-1)[:, no_speech_token_id(generation)].tolist()
+                for o in options:
+                    out = model.generate(**encoded, **self.generation_kwargs(bundle, o), return_dict_in_generate=True,
+                                         output_scores=True)
+                    texts = bundle.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                    found[o.task].texts.extend(t.strip() for t in texts)
+                    found[o.task].no_speech_prob.extend(no_speech)
+                    found[o.task].avg_logprob.extend(average_logprob(out, bundle.tokenizer.eos_token_id))
+        return found
+
+    def _decode_ct2(self, bundle: Bundle, inputs: list[np.ndarray],
+                    options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
+        """`decode_scored` through ctranslate2, which gives the no-speech probability and the score when asked."""
         import ctranslate2
 
         model, tokenizer = bundle.model.model, bundle.tokenizer
         window, size = bundle.feature_extractor.nb_max_frames, options[0].batch_size
-        texts: dict[str, list[str]] = {o.task: [] for o in options}
+        found = {o.task: tasks.Decoded([], [], []) for o in options}
         for first in range(0, len(inputs), size):
             chunk = inputs[first:first + size]
             encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
@@ -265,10 +291,15 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
                 ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task)
                 # max_length counts the prompt, in ctranslate2 as in transformers
                 results = model.generate(encoded, [ids] * len(chunk), beam_size=o.num_beams, max_length=o.max_length,
-                                         suppress_tokens=suppress)
-                texts[o.task] += [tokenizer.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
-                                  for r in results]
-        return texts
+                                         suppress_tokens=suppress, return_scores=True, return_no_speech_prob=True)
+                for result in results:
+                    written = result.sequences_ids[0]
+                    found[o.task].texts.append(tokenizer.decode(written, skip_special_tokens=True).strip())
+                    found[o.task].no_speech_prob.append(result.no_speech_prob)
+                    # its score is the mean log-probability of the tokens it returns; Whisper's average counts the
+                    # <|endoftext|> it leaves out as one more token (as faster-whisper computes it)
+                    found[o.task].avg_logprob.append(result.scores[0] * len(written) / (len(written) + 1))
+        return found
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         return wanted  # the sequential decoding steps through recordings of any length
@@ -346,6 +377,22 @@ def timestamped_label(tokenizer, task: str, pieces: list[tuple[float, float, str
         label += [first + round(start / TIME_STEP), *tokenizer(" " + text.strip(), add_special_tokens=False).input_ids,
                   first + round(end / TIME_STEP)]
     return label + [tokenizer.eos_token_id]
+
+
+def average_logprob(generated, eos_token_id: int) -> list[float]:
+    """Each output's average log-probability per token, `<|endoftext|>` included (Whisper's `avg_logprob`): from
+    the generation scores after the logits processors, as transformers' own fallback reads them; with beams, the
+    beam search's length-normalised score."""
+    import torch
+
+    if getattr(generated, "sequences_scores", None) is not None:
+        return generated.sequences_scores.float().tolist()
+    steps = torch.stack(generated.scores, dim=1).float().log_softmax(-1)
+    tokens = generated.sequences[:, -steps.shape[1]:]
+    chosen = steps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    ended = tokens.eq(eos_token_id).int().cumsum(dim=1)
+    counted = ended.eq(0) | (ended.eq(1) & tokens.eq(eos_token_id))  # up to the first <|endoftext|>, included
+    return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
 
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
