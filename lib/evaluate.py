@@ -159,9 +159,12 @@ def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tas
         frame["no_speech_prob"] = np.round(decoded.no_speech_prob, 4)
         frame["avg_logprob"] = np.round(decoded.avg_logprob, 3)
         frame["silenced"] = silenced
+        frame["written"] = [" ".join(t.split()) for t in decoded.texts]  # before the gate
     frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
+    ungated = ({"wer": metrics.wer(references, decoded.texts)} if task == "transcribe" else
+               {"bleu": metrics.bleu(references, decoded.texts)})  # the same decode, the gate off
     gate = {"no_speech_threshold": options.no_speech_threshold, "logprob_threshold": options.logprob_threshold,
-            "silenced": sum(silenced)}
+            "silenced": sum(silenced), "ungated": {k: round(v, 2) for k, v in ungated.items()}}
     return (frame, {"samples": len(picked), **scored.to_dict(), **extra, "gate": gate},
             metrics.hallucinations(references, hypotheses))
 

@@ -5,7 +5,8 @@ Clips are made in code at random levels (RMS, dBFS) and lengths, or cut from a f
 (`noise_dir`, any layout: every audio file under it, MUSAN's `noise/` and `music/` included):
 
 - training kinds (TRAINING_KINDS): silence and room tone, white, pink and brown noise, mains hum with its harmonics,
-  steady tones, clicks, breath-like bursts of shaped noise;
+  steady tones, clicks, breath-like bursts of shaped noise, and crowd babble (six to eight talkers of the training
+  speech at once: voices, no words to write);
 - kinds kept out of training (HELD_OUT_KINDS): chord music, reversed babble (several talkers' speech, reversed and
   summed: speech-like, with no words) and frequency sweeps. 05 reports them apart, so its score is not only the
   memory of the training noise.
@@ -24,8 +25,8 @@ import numpy as np
 from lib import audio
 
 SAMPLE_RATE = audio.SAMPLE_RATE
-VERSION = 1  # bump when the clips are made differently
-TRAINING_KINDS = ("silence", "white noise", "pink noise", "brown noise", "hum", "tone", "clicks", "breath")
+VERSION = 2  # bump when the clips are made differently
+TRAINING_KINDS = ("silence", "white noise", "pink noise", "brown noise", "hum", "tone", "clicks", "breath", "babble")
 HELD_OUT_KINDS = ("chords", "reversed babble", "sweep")
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 SILENCE_DB = -90.0  # "silence" is room tone this quiet (digital zero at the lowest draw)
@@ -66,8 +67,8 @@ def coloured_noise(samples: int, exponent: float, rng: np.random.Generator) -> n
 
 def generate(kind: str, seconds: float, level_db: float, rng: np.random.Generator,
              babble: list[np.ndarray] | None = None) -> np.ndarray:
-    """One clip of `kind` (TRAINING_KINDS or HELD_OUT_KINDS) lasting `seconds` at `level_db` dBFS; reversed babble is
-    made from the speech in `babble`."""
+    """One clip of `kind` (TRAINING_KINDS or HELD_OUT_KINDS) lasting `seconds` at `level_db` dBFS; babble and reversed
+    babble are made from the speech in `babble`."""
     samples = max(1, int(seconds * SAMPLE_RATE))
     t = np.arange(samples) / SAMPLE_RATE
     if kind == "silence":
@@ -88,10 +89,11 @@ def generate(kind: str, seconds: float, level_db: float, rng: np.random.Generato
         wave = coloured_noise(samples, 1.5, rng) * _bursts(samples, rng, rate=rng.uniform(0.2, 0.5), length=1.2)
     elif kind == "chords":
         wave = _chords(t, rng)
-    elif kind == "reversed babble":
+    elif kind in ("babble", "reversed babble"):
         if not babble:
-            raise ValueError("reversed babble needs speech to reverse (babble=...)")
-        wave = _reversed_babble(babble, samples, rng)
+            raise ValueError(f"{kind} needs speech to mix (babble=...)")
+        wave = (_babble(babble, samples, rng, talkers=int(rng.integers(6, 9))) if kind == "babble"
+                else _babble([s[::-1] for s in babble], samples, rng, talkers=4))
     elif kind == "sweep":
         low, high = rng.uniform(100, 400), rng.uniform(2000, 6000)
         wave = np.sin(2 * np.pi * low * seconds / np.log(high / low) * (np.exp(t / seconds * np.log(high / low)) - 1))
@@ -124,10 +126,11 @@ def _chords(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return wave
 
 
-def _reversed_babble(speech: list[np.ndarray], samples: int, rng: np.random.Generator, talkers: int = 4) -> np.ndarray:
+def _babble(speech: list[np.ndarray], samples: int, rng: np.random.Generator, talkers: int) -> np.ndarray:
+    """`talkers` streams of the speech, each in its own random order and offset, summed."""
     wave = np.zeros(samples)
     for _ in range(talkers):
-        stream = np.concatenate([speech[i][::-1] for i in rng.permutation(len(speech))])
+        stream = np.concatenate([speech[i] for i in rng.permutation(len(speech))])
         stream = np.tile(stream, samples // len(stream) + 1)
         offset = rng.integers(0, len(stream) - samples + 1)
         wave += stream[offset:offset + samples]
@@ -142,11 +145,14 @@ def noise_files(noise_dir: str | Path) -> list[Path]:
     return files
 
 
-def training_clips(durations: list[float], seed: int, noise_dir: Path | None = None) -> list[Clip]:
+def training_clips(durations: list[float], seed: int, noise_dir: Path | None = None,
+                   babble: list[np.ndarray] | None = None) -> list[Clip]:
     """One clip per duration: a training kind at a random level between -70 and -20 dBFS (silence down to digital
-    zero), or, with `noise_dir`, every other clip cut at random from one of its files."""
+    zero; babble only when `babble` gives speech to mix), or, with `noise_dir`, every other clip cut at random from
+    one of its files."""
     rng = np.random.default_rng(random.Random(f"nonspeech-train-{seed}").getrandbits(64))
     files = noise_files(noise_dir) if noise_dir else []
+    kinds = [k for k in TRAINING_KINDS if babble or k != "babble"]
     clips = []
     for i, seconds in enumerate(durations):
         if files and i % 2:
@@ -156,20 +162,20 @@ def training_clips(durations: list[float], seed: int, noise_dir: Path | None = N
             start = int(rng.integers(0, len(wave) - samples + 1))
             clips.append(Clip("noise_dir", f"{path.name} at {start / SAMPLE_RATE:.1f} s", wave[start:start + samples]))
             continue
-        kind = TRAINING_KINDS[rng.integers(len(TRAINING_KINDS))]
+        kind = kinds[rng.integers(len(kinds))]
         level = SILENCE_DB - 10 if kind == "silence" and rng.random() < 0.3 else rng.uniform(-70, -20)
-        wave = generate(kind, seconds, level, rng)
+        wave = generate(kind, seconds, level, rng, babble)
         clips.append(Clip(kind, describe(kind, wave), wave))
     return clips
 
 
 def evaluation_set(babble: list[np.ndarray], seed: int = 2027) -> list[Clip]:
-    """05's non-speech set: two clips of each training kind and three of each held-out kind, 5-28 s, at levels drawn
-    apart from training's (-75 to -15 dBFS), from its own seed."""
+    """05's non-speech set: two clips of each kind, 5-28 s, at levels drawn apart from training's (-75 to -15 dBFS),
+    from its own seed; the babble of both babble kinds is made from `babble`, speech training never heard."""
     rng = np.random.default_rng(random.Random(f"nonspeech-evaluation-{seed}").getrandbits(64))
     clips = []
     for kind in TRAINING_KINDS + HELD_OUT_KINDS:
-        for k in range(3 if kind in HELD_OUT_KINDS else 2):
+        for k in range(2):
             seconds = float(rng.uniform(5, 28))
             if kind == "silence":  # digital silence, then room tone
                 level = SILENCE_DB - 10 if k == 0 else float(rng.uniform(-75, -55))

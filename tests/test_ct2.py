@@ -121,3 +121,35 @@ def test_a_source_vocabulary_that_differs_from_the_reference_is_refused(imported
     with pytest.raises(ct2.ConversionFailed, match="cannot be repaired"):
         ct2.import_model(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_export_decodes_non_speech_as_transformers_does_gate_included(imported, tmp_path):
+    """whisper-base and its float16 export (the Whisper family's `export_models` hook) on non-speech clips: the same
+    texts, the same no-speech probabilities, so the same outputs emptied by the gate."""
+    from dataclasses import replace
+
+    from lib import config, families, nonspeech, tasks
+
+    family, out = families.get("whisper"), imported[0]
+    folder = tmp_path / "whisper-base"
+    shutil.copytree(out, folder)
+    hp = replace(config.load("params/demo.yaml").whisper, ct2_parity=("float16",))
+    facts, exports = family.export_models(hp, folder, "cpu")
+    assert facts["ctranslate2"] and [e.facts["quantization"] for e in exports] == ["float16"]
+    rng = np.random.default_rng(5)
+    clips = [nonspeech.generate(kind, 6.0, level, rng) for kind, level in (
+        ("silence", -100.0), ("silence", -60.0), ("white noise", -30.0), ("hum", -25.0), ("chords", -20.0),
+        ("sweep", -30.0))]
+    options = [tasks.DecodingOptions(task, 1, 32, 8, no_speech_threshold=0.6, logprob_threshold=-1.0)
+               for task in tasks.TASKS]
+    bundle = whisper.load_whisper(folder)
+    inputs = [family.audio_input(bundle, wave) for wave in clips]
+    theirs = family.decode_scored(exports[0].bundle, inputs, options)
+    ours = family.decode_scored(bundle, inputs, options)
+    for o in options:
+        assert theirs[o.task].texts == ours[o.task].texts
+        np.testing.assert_allclose(theirs[o.task].no_speech_prob, ours[o.task].no_speech_prob, atol=0.02)
+        np.testing.assert_allclose(theirs[o.task].avg_logprob, ours[o.task].avg_logprob, atol=0.05)
+        assert theirs[o.task].gated(o) == ours[o.task].gated(o)
+    assert any(ours["transcribe"].silenced(options[0]))  # the gate has work to do here

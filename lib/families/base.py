@@ -23,6 +23,7 @@ from lib import audio, features, manifest, nonspeech, tasks
 from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
 LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
+BABBLE_SEGMENTS = 24  # train segments whose speech the non-speech clips' crowd babble mixes
 
 log = logging.getLogger("lib.families")
 
@@ -208,11 +209,12 @@ class Family(abc.ABC):
         listing = [f"{p.relative_to(folder)}:{p.stat().st_size}" for p in nonspeech.noise_files(folder)] if folder \
             else []
         settings = {**self.cache_settings(bundle), "nonspeech": nonspeech.VERSION, "count": count, "seed": seed,
-                    "durations": durations, "noise_dir": listing}
+                    "durations": durations, "noise_dir": listing, "babble_segments": BABBLE_SEGMENTS}
         extra = {c: t for c, t in speech.features.items() if c not in features.ROW_COLUMNS}
 
         def rows(segments):
-            for i, clip in enumerate(nonspeech.training_clips(durations, seed, folder)):
+            babble = [audio.load(s.audio, s.start, s.end) for s in segments[:BABBLE_SEGMENTS]]  # the crowd's voices
+            for i, clip in enumerate(nonspeech.training_clips(durations, seed, folder, babble)):
                 yield {"id": f"nonspeech-{i:05d}", "speaker": "", "transcript": "", "translation": "",
                        "lang_tags": "", "duration": len(clip.wave) / audio.SAMPLE_RATE,
                        **{c: [] for c in extra}, self.input_column: self.audio_input(bundle, clip.wave)}
