@@ -45,6 +45,7 @@ bench: setup
 	$(PY) -m bench.generate
 	$(PY) -m bench.train
 	$(PY) -m bench.packing
+	$(PY) -m bench.nonspeech
 
 # Long-form decoding of recordings of minutes, with the demo's fine-tuned whisper-base (run `make demo` first).
 bench-longform: setup

@@ -192,7 +192,7 @@ def hallucination(params, out: Path) -> plt.Figure:
         if ax.get_legend():
             ax.get_legend().remove()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="model", loc="lower center", ncol=len(models), bbox_to_anchor=(0.5, -0.08))
+    fig.legend(handles, labels, title="model", loc="upper center", ncol=len(models), bbox_to_anchor=(0.5, -0.02))
     save(fig, out)
     return fig
 
