@@ -25,7 +25,8 @@ import numpy as np
 from lib import audio
 
 SAMPLE_RATE = audio.SAMPLE_RATE
-VERSION = 2  # bump when the clips are made differently
+VERSION = 3  # bump when the clips are made differently
+BABBLE_WEIGHT = 4.0  # babble is drawn this many times as often as each other kind: the hardest to tell from speech
 TRAINING_KINDS = ("silence", "white noise", "pink noise", "brown noise", "hum", "tone", "clicks", "breath", "babble")
 HELD_OUT_KINDS = ("chords", "reversed babble", "sweep")
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -148,11 +149,12 @@ def noise_files(noise_dir: str | Path) -> list[Path]:
 def training_clips(durations: list[float], seed: int, noise_dir: Path | None = None,
                    babble: list[np.ndarray] | None = None) -> list[Clip]:
     """One clip per duration: a training kind at a random level between -70 and -20 dBFS (silence down to digital
-    zero; babble only when `babble` gives speech to mix), or, with `noise_dir`, every other clip cut at random from
-    one of its files."""
+    zero; babble, BABBLE_WEIGHT times as often as each other kind, only when `babble` gives speech to mix), or, with
+    `noise_dir`, every other clip cut at random from one of its files."""
     rng = np.random.default_rng(random.Random(f"nonspeech-train-{seed}").getrandbits(64))
     files = noise_files(noise_dir) if noise_dir else []
     kinds = [k for k in TRAINING_KINDS if babble or k != "babble"]
+    weights = np.array([BABBLE_WEIGHT if k == "babble" else 1.0 for k in kinds])
     clips = []
     for i, seconds in enumerate(durations):
         if files and i % 2:
@@ -162,7 +164,7 @@ def training_clips(durations: list[float], seed: int, noise_dir: Path | None = N
             start = int(rng.integers(0, len(wave) - samples + 1))
             clips.append(Clip("noise_dir", f"{path.name} at {start / SAMPLE_RATE:.1f} s", wave[start:start + samples]))
             continue
-        kind = kinds[rng.integers(len(kinds))]
+        kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]
         level = SILENCE_DB - 10 if kind == "silence" and rng.random() < 0.3 else rng.uniform(-70, -20)
         wave = generate(kind, seconds, level, rng, babble)
         clips.append(Clip(kind, describe(kind, wave), wave))
