@@ -125,11 +125,10 @@ class Row:
     higher_is_better: bool = True
 
     @property
-    def ratio(self) -> float:
-        """How many times better ours is (above 1: ours wins)."""
-        if self.higher_is_better:
-            return self.ours / self.reference
-        return self.reference / self.ours
+    def ratio(self) -> float | None:
+        """How many times better ours is (above 1: ours wins); None where a side is 0 and no ratio exists."""
+        better, worse = (self.ours, self.reference) if self.higher_is_better else (self.reference, self.ours)
+        return better / worse if worse else None
 
 
 def machine() -> dict:
@@ -143,8 +142,10 @@ def report(name: str, rows: list[Row], details: dict | None = None) -> Path:
     width = max(len(r.benchmark) for r in rows)
     print(f"\n{'benchmark':<{width}}  {'ours':>10}  {'reference':>10}  {'ratio':>6}  unit")
     for r in rows:
-        print(f"{r.benchmark:<{width}}  {r.ours:>10.2f}  {r.reference:>10.2f}  {r.ratio:>5.2f}x  {r.unit}")
+        ratio = f"{r.ratio:>5.2f}x" if r.ratio is not None else f"{'–':>6}"
+        print(f"{r.benchmark:<{width}}  {r.ours:>10.2f}  {r.reference:>10.2f}  {ratio}  {r.unit}")
     payload = {"benchmark": name, "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "machine": machine(),
-               "rows": [{**r.__dict__, "ratio": round(r.ratio, 3)} for r in rows], **(details or {})}
+               "rows": [{**r.__dict__, "ratio": None if r.ratio is None else round(r.ratio, 3)} for r in rows],
+               **(details or {})}
     return atomic.write_json(BENCH_DIR / f"{name}.json", payload)

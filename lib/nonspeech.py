@@ -6,7 +6,8 @@ Clips are made in code at random levels (RMS, dBFS) and lengths, or cut from a f
 
 - training kinds (TRAINING_KINDS): silence and room tone, white, pink and brown noise, mains hum with its harmonics,
   steady tones, clicks, breath-like bursts of shaped noise, and crowd babble (six to eight talkers of the training
-  speech at once: voices, no words to write);
+  speech at once: voices, no words to write; drawn BABBLE_WEIGHT times as often, being the hardest to tell from
+  speech);
 - kinds kept out of training (HELD_OUT_KINDS): chord music, reversed babble (several talkers' speech, reversed and
   summed: speech-like, with no words) and frequency sweeps. 05 reports them apart, so its score is not only the
   memory of the training noise.

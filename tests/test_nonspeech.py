@@ -52,6 +52,16 @@ def test_the_evaluation_set_holds_kinds_training_never_sees_and_other_draws():
     assert not any(np.array_equal(a.wave, b.wave) for a in clips for b in training)
 
 
+def test_training_draws_babble_most_often_and_only_with_speech_to_mix():
+    from collections import Counter
+
+    speech = [np.random.default_rng(i).standard_normal(8000).astype(np.float32) for i in range(4)]
+    kinds = Counter(c.kind for c in nonspeech.training_clips([0.5] * 240, seed=4, babble=speech))
+    others = [n for kind, n in kinds.items() if kind != "babble"]
+    assert set(kinds) == set(nonspeech.TRAINING_KINDS) and kinds["babble"] > 2 * np.mean(others)
+    assert "babble" not in {c.kind for c in nonspeech.training_clips([0.5] * 60, seed=4)}
+
+
 def test_training_clips_come_from_the_noise_folder_too(tmp_path):
     (tmp_path / "noise" / "free-sound").mkdir(parents=True)
     sf.write(tmp_path / "noise" / "free-sound" / "fan.wav", 0.1 * np.ones(48_000, np.float32), 48_000)
