@@ -6,7 +6,9 @@ with the language and task forced (Whisper: `<|vi|>` + `<|transcribe|>` or `<|tr
 as the first token), with the beam size, batch size and length of the params' `evaluation` section. Transcripts are
 scored by WER, CER and the code-switching views, translations by BLEU and chrF (see lib.metrics), all with 95 %
 bootstrap intervals; on the test split also whole recordings (long-form) and hallucinations (loops, run-aways, and
-what the model writes on silence and noise). Writes, under `results/`:
+what the model writes on 05's non-speech set, for the starting model too). Whisper's no-speech gate (the options'
+`no_speech_threshold` and `logprob_threshold`) is applied to each model's one decode, and both are reported. Writes,
+under `results/`:
 
 - `<model>_metrics.json` (`<model>_heldout_metrics.json`, `<model>_untrained_heldout_metrics.json`, ...): one schema
   for every model (per task: metric value, interval and count; sample counts; decoding settings; model path; timing;
@@ -169,7 +171,7 @@ def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tas
             metrics.hallucinations(references, hypotheses))
 
 
-BABBLE_SEGMENTS = 12  # speech segments of the scored set reversed into the non-speech set's babble
+BABBLE_SEGMENTS = 12  # speech segments of the scored set mixed into the non-speech set's two babble kinds
 
 
 def nonspeech_set(family: families.Family, bundle: families.Bundle, options: list[tasks.DecodingOptions],
@@ -192,7 +194,8 @@ def nonspeech_set(family: families.Family, bundle: families.Bundle, options: lis
                                          "avg_logprob": round(found.avg_logprob[i], 3)}
         shares[o.task] = {"with_text": _share(found.texts), "with_text_gated": _share(gated),
                           "held_out_kinds_with_text_gated": _share([g for g, h in zip(gated, held_out) if h])}
-    return {"clips": len(clips), "kinds": len({c.kind for c in clips}), "held_out_kinds": list(nonspeech.HELD_OUT_KINDS),
+    return {"clips": len(clips), "kinds": len({c.kind for c in clips}),
+            "held_out_kinds": list(nonspeech.HELD_OUT_KINDS),
             "gated_by": {"no_speech_threshold": options[0].no_speech_threshold,
                          "logprob_threshold": options[0].logprob_threshold,
                          "applies": decoded[options[0].task].no_speech_prob is not None},

@@ -10,7 +10,8 @@ from lib import config
 
 def pinned() -> dict[str, str]:
     lines = (config.PROJECT_ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines()
-    found = [re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s+]+)", line) for line in lines if line and not line.startswith("#")]
+    found = [re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^\s+]+)", line) for line in lines
+             if line and not line.startswith("#")]
     assert all(found), "constraints.txt holds `name==version` lines only (no hashes, no local labels)"
     return {canonicalize_name(m[1]): m[2] for m in found}
 

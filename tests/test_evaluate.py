@@ -1,5 +1,5 @@
-"""lib.evaluate without a trained model: targets, the predictions round trip, the non-speech set, clear errors, and which
-scores a model card takes."""
+"""lib.evaluate without a trained model: targets, the predictions round trip, the non-speech set, clear errors, and
+which scores a model card takes."""
 import os
 
 import pandas as pd

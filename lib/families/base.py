@@ -180,7 +180,8 @@ class Family(abc.ABC):
 
     def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
         """The examples of a non-speech clip at `row`: what the model should give for audio without speech."""
-        raise NotImplementedError(f"{self.name}: the family has no no-speech target; set {self.name}.nonspeech_share: 0")
+        raise NotImplementedError(f"{self.name}: the family has no no-speech target; "
+                                  f"set {self.name}.nonspeech_share: 0")
 
     def training_data(self, hp, paths: RunPaths, bundle: Bundle, seed: int,
                       noise_dir: str = "") -> tuple[object, list[tasks.Example], list[dict]]:
