@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import sys
@@ -179,8 +180,7 @@ def nonspeech_set(family: families.Family, bundle: families.Bundle, options: lis
     """What the model writes, per task, on 05's non-speech set (lib.nonspeech.evaluation_set, its babble made from
     the first segments of `split_file`), where any text at all is made up: per clip the text as written and as the
     no-speech rule leaves it, and the share of clips with text, all kinds and the kinds training never sees."""
-    segments = manifest_io.read(split_file).segments[:BABBLE_SEGMENTS]
-    clips = nonspeech.evaluation_set([audio.load(s.audio, s.start, s.end) for s in segments])
+    clips = nonspeech_clips(split_file)
     decoded = family.decode_scored(bundle, [family.audio_input(bundle, c.wave) for c in clips], options)
     held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
     outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
@@ -200,6 +200,18 @@ def nonspeech_set(family: families.Family, bundle: families.Bundle, options: lis
                          "logprob_threshold": options[0].logprob_threshold,
                          "applies": decoded[options[0].task].no_speech_prob is not None},
             "tasks": shares, "outputs": outputs}
+
+
+def nonspeech_clips(split_file: Path) -> tuple[nonspeech.Clip, ...]:
+    """05's non-speech set with its babble from the first segments of `split_file`: made once per version of the file,
+    and shared by every model 05 scores on it."""
+    return _clips_of(str(split_file), split_file.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _clips_of(split_file: str, modified_ns: int) -> tuple[nonspeech.Clip, ...]:
+    segments = manifest_io.read(split_file).segments[:BABBLE_SEGMENTS]
+    return tuple(nonspeech.evaluation_set([audio.load(s.audio, s.start, s.end) for s in segments]))
 
 
 def _share(texts: list[str]) -> float:
