@@ -61,12 +61,21 @@ class EvaluationParams:
     untrained: tuple[EvalSet, ...]  # sets on which each family's starting model is scored too ([]: none)
     no_speech_threshold: float  # an output is emptied when its no-speech probability is above this (1: no gate) ...
     logprob_threshold: float  # ... and its average log-probability per token below this (Whisper's rule)
+    compression_ratio_threshold: float  # loop guard: an output compressing better than this is decoded again ...
+    fallback_temperatures: tuple[float, ...]  # ... by sampling at these temperatures in turn ([]: no fallback)
+    vad: bool  # long-form: cut recordings at speech with Silero VAD before decoding (false: the family's own way)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
                     if getattr(self, name) < 1]
         if self.bootstrap_resamples < 0 or self.segments < 0 or self.long_form_seconds < 0:
             problems.append("bootstrap_resamples, segments and long_form_seconds: must be 0 or more")
+        if any(not 0 < t <= 2 for t in self.fallback_temperatures) or list(self.fallback_temperatures) != sorted(
+                self.fallback_temperatures):
+            problems.append(f"fallback_temperatures: expected rising temperatures above 0 and at most 2, "
+                            f"got {list(self.fallback_temperatures)}")
+        if self.compression_ratio_threshold <= 0:
+            problems.append("compression_ratio_threshold: must be above 0")
         return problems
 
 

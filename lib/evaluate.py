@@ -5,10 +5,12 @@ Each model decodes the set's segments (all, or an `evaluation.segments` sample s
 with the language and task forced (Whisper: `<|vi|>` + `<|transcribe|>` or `<|translate|>`; E2E: `vi_VN` or `en_XX`
 as the first token), with the beam size, batch size and length of the params' `evaluation` section. Transcripts are
 scored by WER, CER and the code-switching views, translations by BLEU and chrF (see lib.metrics), all with 95 %
-bootstrap intervals; on the test split also whole recordings (long-form) and hallucinations (loops, run-aways, and
-what the model writes on 05's non-speech set, for the starting model too). Whisper's no-speech gate (the options'
-`no_speech_threshold` and `logprob_threshold`) is applied to each model's one decode, and both are reported. Writes,
-under `results/`:
+bootstrap intervals; on the test split also whole recordings (long-form: the segments joined with pauses of silence
+or noise, cut at speech by the VAD unless `evaluation.vad` is off, with the words written in the pauses counted) and
+hallucinations (loops, run-aways, and what the model writes on 05's non-speech set, for the starting model too).
+Whisper's two guards are applied to each model's one decode: the temperature fallback (`compression_ratio_threshold`,
+`fallback_temperatures`) and the no-speech gate (`no_speech_threshold`, `logprob_threshold`); scores with and
+without the gate are both reported. Writes, under `results/`:
 
 - `<model>_metrics.json` (`<model>_heldout_metrics.json`, `<model>_untrained_heldout_metrics.json`, ...): one schema
   for every model (per task: metric value, interval and count; sample counts; decoding settings; model path; timing;
@@ -38,8 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, audio, config, families, features, manifest as manifest_io, metrics, model_card, nonspeech, \
-    packing, precision, tasks, text
+from lib import atomic, audio, config, families, features, longform, manifest as manifest_io, metrics, model_card, \
+    nonspeech, packing, precision, tasks, text
 from lib.audio import SAMPLE_RATE
 
 log = logging.getLogger("lib.evaluate")
@@ -85,6 +87,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         "segments_in_split": len(test),
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,
                      "no_speech_threshold": hp.no_speech_threshold, "logprob_threshold": hp.logprob_threshold,
+                     "compression_ratio_threshold": hp.compression_ratio_threshold,
+                     "fallback_temperatures": list(hp.fallback_temperatures),
                      "dtype": str(bundle.model.dtype).removeprefix("torch."),
                      "forced": {t: family.forced_prefix(t) for t in tasks.TASKS},
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
@@ -167,7 +171,9 @@ def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tas
     ungated = ({"wer": metrics.wer(references, decoded.texts)} if task == "transcribe" else
                {"bleu": metrics.bleu(references, decoded.texts)})  # the same decode, the gate off
     gate = {"no_speech_threshold": options.no_speech_threshold, "logprob_threshold": options.logprob_threshold,
-            "silenced": sum(silenced), "ungated": {k: round(v, 2) for k, v in ungated.items()}}
+            "silenced": sum(silenced), "ungated": {k: round(v, 2) for k, v in ungated.items()},
+            "fallback": {"decoded_again": sum(decoded.retried),
+                         "sampled_kept": sum(t > 0 for t in decoded.temperature)}}
     return (frame, {"samples": len(picked), **scored.to_dict(), **extra, "gate": gate},
             metrics.hallucinations(references, hypotheses))
 
@@ -219,30 +225,43 @@ def _share(texts: list[str]) -> float:
     return round(100 * sum(bool(t.strip()) for t in texts) / len(texts), 1) if texts else 0.0
 
 
+PAUSE_SECONDS = (2.0, 10.0)  # the pauses of silence or noise between the segments long-form joins
+
+
 def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
               split: str, options: list[tasks.DecodingOptions]) -> dict:
-    """The scored segments of each speaker, in order, joined (`packing.pack` and `join`, PACK_GAP of silence between)
-    into recordings of up to `evaluation.long_form_seconds` (or the family's `long_form_seconds`, when shorter),
-    decoded long-form (`family.decode_long`) and scored against the joined references: the same words as the segment
-    scores, heard as whole recordings."""
-    at_most = family.long_form_seconds(bundle, params.evaluation.long_form_seconds)
+    """The scored segments of each speaker, in order, joined into recordings of up to
+    `evaluation.long_form_seconds` (or the family's `long_form_seconds`, when shorter) with a pause of PAUSE_SECONDS
+    of silence or noise between each two; decoded whole (lib.longform: cut at speech by the VAD, or with
+    `evaluation.vad` off the family's own long-form decoding) and scored against the joined references: the same
+    words as the segment scores, heard as whole recordings. Words written inside the pauses are counted."""
+    hp = params.evaluation
+    at_most = family.long_form_seconds(bundle, hp.long_form_seconds)
     by_id = {s.id: s for s in manifest_io.read(params.paths.splits / f"{split}.tsv").segments}
-    files = packing.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group)
-    waves = [packing.join(file, SAMPLE_RATE)[0] for file in files]
+    files = packing.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group, gap=PAUSE_SECONDS[1])
+    recordings = [packing.join(f, SAMPLE_RATE, nonspeech.gap_filler(f"long-form-{f[0].id}", *PAUSE_SECONDS))
+                  for f in files]
+    pauses = [list(zip(ends[:-1], starts[1:])) for _, starts, ends in recordings]
     columns = [packing.window_columns(f) for f in files]
     joined = {c: [row[c] for row in columns] for c in ("id", "speaker", "transcript", "translation", "lang_tags")}
-    joined["duration"] = [round(len(w) / SAMPLE_RATE, 3) for w in waves]
+    joined["duration"] = [round(len(wave) / SAMPLE_RATE, 3) for wave, _, _ in recordings]
     began = time.perf_counter()
-    decoded = family.decode_long(bundle, waves, options)
+    decoded = longform.decode(family, bundle, [wave for wave, _, _ in recordings], options, hp.vad)
     seconds = time.perf_counter() - began
     result = {"files": len(files), "segments_joined": sum(len(f) for f in files),
               "audio_seconds": round(sum(joined["duration"]), 1), "seconds_at_most": round(at_most, 1),
               "longest_seconds": max(joined["duration"]),
-              "decoding": {"seconds": round(seconds, 2), "how": family.long_form_decoding}, "tasks": {},
-              "hallucination": {}}
+              "pauses": {"count": sum(map(len, pauses)), "seconds": round(sum(e - s for p in pauses for s, e in p), 1),
+                         "each_seconds": list(PAUSE_SECONDS)},
+              "decoding": {"seconds": round(seconds, 2), "vad": hp.vad,
+                           "how": longform.HOW if hp.vad else family.long_form_decoding},
+              "tasks": {}, "hallucination": {}}
     for task, o in zip(tasks.TASKS, options):
-        _, result["tasks"][task], result["hallucination"][task] = score(task, joined, tasks.Decoded(decoded[task]), o,
-                                                                        params)
+        found = decoded[task]
+        _, result["tasks"][task], result["hallucination"][task] = score(
+            task, joined, tasks.Decoded([longform.text(p) for p in found]), o, params)
+        result["hallucination"][task]["words_in_pauses"] = sum(
+            longform.words_in_pauses(p, list(zip(starts, ends))) for p, (_, starts, ends) in zip(found, recordings))
     return result
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import atomic, config, families
+from lib import atomic, config, families, tasks
 
 SET_NAMES = {"test": "test split", "heldout": "held-out set"}
 
@@ -44,7 +44,7 @@ def write(params: config.Params, name: str) -> Path:
             f"Fine-tuned by vi-en-cs-speech from {base_model or ', '.join(family.model_names(hp).values())} to give "
             "the code-switched transcript of Vietnamese speech that switches into English, and its English "
             f"translation; the task is chosen at generation ({_prefixes(family)}).", "",
-            *_usage(family), *_data(report), *_training(hp, trained), *_scores(scored, report)]
+            *_usage(family, params), *_data(report), *_training(hp, trained), *_scores(scored, report)]
     return atomic.write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
 
@@ -52,8 +52,9 @@ def _prefixes(family: families.Family) -> str:
     return ", ".join(f"{task}: `{family.forced_prefix(task)}`" for task in ("transcribe", "translate"))
 
 
-def _usage(family: families.Family) -> list[str]:
-    return ["## How to use", "", "```python", family.usage.strip("\n"), "```", ""]
+def _usage(family: families.Family, params: config.Params) -> list[str]:
+    usage = family.usage_for(tasks.DecodingOptions.for_test("transcribe", params.evaluation))
+    return ["## How to use", "", "```python", usage.strip("\n"), "```", ""]
 
 
 def _data(report: dict | None) -> list[str]:

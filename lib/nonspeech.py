@@ -189,14 +189,15 @@ def evaluation_set(babble: list[np.ndarray], seed: int = 2027) -> list[Clip]:
     return clips
 
 
-def gap_filler(seed: str) -> Callable[[float], np.ndarray]:
-    """What fills the pauses between a packed window's segments: silence, room tone or quiet noise, drawn per gap
-    from `seed` (a window's id)."""
+def gap_filler(seed: str, shortest: float, longest: float) -> Callable[[], np.ndarray]:
+    """What fills the pauses between joined segments: silence, room tone or quiet noise, each pause `shortest` to
+    `longest` seconds long, drawn per pause from `seed` (a window's id, a recording's)."""
     rng = np.random.default_rng(random.Random(f"gap-{seed}").getrandbits(64))
 
-    def fill(seconds: float) -> np.ndarray:
+    def fill() -> np.ndarray:
         kind = ("silence", "white noise", "pink noise", "brown noise", "hum")[rng.integers(5)]
         level = SILENCE_DB - 10 if kind == "silence" and rng.random() < 0.5 else rng.uniform(-75, -45)
+        seconds = rng.uniform(shortest, longest) if longest > shortest else shortest
         return generate(kind, seconds, level, rng)
 
     return fill

@@ -16,10 +16,10 @@ PACK_GAP = 0.5  # s of silence between the segments of a window
 WINDOW_COLUMNS = ("starts", "ends", "texts", "translations")  # a window's segments: times in it, their texts
 
 
-def pack(segments: list[manifest_io.Segment], seconds: float,
-         stream: Callable[[manifest_io.Segment], Hashable]) -> list[list[manifest_io.Segment]]:
+def pack(segments: list[manifest_io.Segment], seconds: float, stream: Callable[[manifest_io.Segment], Hashable],
+         gap: float = PACK_GAP) -> list[list[manifest_io.Segment]]:
     """Segments in manifest order per `stream` (a speaker's, a recording's, ...), grouped into windows whose audio,
-    with PACK_GAP between segments, lasts at most `seconds`; a longer segment stays alone."""
+    with `gap` seconds between segments, lasts at most `seconds`; a longer segment stays alone."""
     streams: dict = {}
     for seg in segments:
         streams.setdefault(stream(seg), []).append(seg)
@@ -27,7 +27,7 @@ def pack(segments: list[manifest_io.Segment], seconds: float,
     for stream_segments in streams.values():
         window, length = [], 0.0
         for seg in stream_segments:
-            added = seg.duration + (PACK_GAP if window else 0.0)
+            added = seg.duration + (gap if window else 0.0)
             if window and length + added > seconds:
                 windows.append(window)
                 window, length, added = [], 0.0, seg.duration
@@ -38,19 +38,18 @@ def pack(segments: list[manifest_io.Segment], seconds: float,
 
 
 def join(window: list[manifest_io.Segment], sampling_rate: int,
-         fill: Callable[[float], np.ndarray] | None = None) -> tuple[np.ndarray, list[float], list[float]]:
-    """A window's audio, its segments with PACK_GAP of silence (or what `fill(seconds)` gives) between, and each
-    segment's start and end in it."""
-    gap = int(PACK_GAP * sampling_rate)
-    waves, starts, ends, cursor = [], [], [], 0.0
+         pause: Callable[[], np.ndarray] | None = None) -> tuple[np.ndarray, list[float], list[float]]:
+    """A window's audio: its segments with what `pause()` gives between each two (PACK_GAP of silence by default),
+    and each segment's start and end in it (seconds)."""
+    waves, starts, ends, cursor = [], [], [], 0
     for k, seg in enumerate(window):
-        wave = audio.load(seg.audio, seg.start, seg.end, sampling_rate)
-        pause = (fill(PACK_GAP)[:gap] if fill else np.zeros(gap, np.float32)) if k else None
-        waves += [pause, wave] if k else [wave]
-        cursor += PACK_GAP if k else 0.0
-        starts.append(round(cursor, 3))
-        cursor += len(wave) / sampling_rate
-        ends.append(round(cursor, 3))
+        if k:
+            waves.append(pause() if pause else np.zeros(int(PACK_GAP * sampling_rate), np.float32))
+            cursor += len(waves[-1])
+        waves.append(audio.load(seg.audio, seg.start, seg.end, sampling_rate))
+        starts.append(round(cursor / sampling_rate, 3))
+        cursor += len(waves[-1])
+        ends.append(round(cursor / sampling_rate, 3))
     return np.concatenate(waves), starts, ends
 
 

@@ -61,8 +61,9 @@ def generalization_table(params: config.Params):
 
 
 def long_form_table(params: config.Params):
-    """Each model's test scores on the segments and on the same segments joined into recordings (long-form), with
-    their ratio: a model that still works on whole recordings keeps WER near its segment WER."""
+    """Each model's test scores on the segments and on the same segments joined into recordings with pauses of
+    silence or noise (long-form), with their ratio (a model that still works on whole recordings keeps WER near its
+    segment WER), and the words it wrote inside the pauses (transcripts / translations)."""
     rows = []
     for name, untrained, summary in evaluate.written_metrics(params, "test"):
         if "long_form" not in summary:
@@ -76,7 +77,10 @@ def long_form_table(params: config.Params):
                      if wer["value"] and long_wer["value"] is not None else None,
                      "segment BLEU": _value(short["translate"]["metrics"]["bleu"]),
                      "long-form BLEU": _value(long["translate"]["metrics"]["bleu"]) if long["translate"]["samples"]
-                     else "–", "decoding": summary["long_form"]["decoding"]["how"]})
+                     else "–", "pauses (s)": summary["long_form"]["pauses"]["seconds"],
+                     "words written in pauses": " / ".join(str(summary["long_form"]["hallucination"][t][
+                         "words_in_pauses"]) for t in ("transcribe", "translate")),
+                     "decoding": summary["long_form"]["decoding"]["how"]})
     return pd.DataFrame(rows).style.hide(axis="index")
 
 

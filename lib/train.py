@@ -251,6 +251,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
     if state.is_main_process:
         bundle.save_processing(staging)
+        family.save_decoding(staging, tasks.DecodingOptions.for_test("transcribe", params.evaluation))
         atomic.replace_folder(staging, final_dir)  # final/ is the old model or the new one, never half of one
         atomic.write_json(results_file, summary)
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)

@@ -1,5 +1,6 @@
 """lib.ct2: OpenAI's whisper-base imported from the pinned PyPI wheels with its three proofs, exports that
 ctranslate2 loads, and the sources it refuses."""
+import ast
 import json
 import shutil
 
@@ -153,3 +154,30 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
         np.testing.assert_allclose(theirs[o.task].avg_logprob, ours[o.task].avg_logprob, atol=0.05)
         assert theirs[o.task].gated(o) == ours[o.task].gated(o)
     assert any(ours["transcribe"].silenced(options[0]))  # the gate has work to do here
+
+    # the temperature fallback (silence above a no-speech probability of 0.8 here, so that it has unsure outputs to
+    # decode again): the same outputs decoded again, the others left as they were, on both paths
+    guarded = [replace(options[0], no_speech_threshold=0.8, temperatures=(0.2, 0.4, 0.6, 0.8, 1.0))]
+    theirs_guarded = family.decode_scored(exports[0].bundle, inputs, guarded)
+    ours_guarded = family.decode_scored(bundle, inputs, guarded)
+    for o in guarded:
+        retried = ours[o.task].needs_fallback(o)
+        assert ours_guarded[o.task].retried == theirs_guarded[o.task].retried == retried
+        kept = [not r for r in retried]
+        assert np.array(ours_guarded[o.task].texts)[kept].tolist() == np.array(ours[o.task].texts)[kept].tolist()
+    assert any(ours["transcribe"].needs_fallback(guarded[0]))
+
+    # the model card's generate() arguments, run as a user runs them (one input per call), empty what the lib's gate
+    # empties
+    card = family.usage_for(replace(options[0], temperatures=(0.2, 0.4, 0.6, 0.8, 1.0)))
+    call = next(node for node in ast.walk(ast.parse(card)) if isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "generate")
+    arguments = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    assert arguments == {"language": "vi", "task": "transcribe", "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+                         "no_speech_threshold": 0.6, "logprob_threshold": -1.0, "compression_ratio_threshold": 1.35}
+    silenced = ours["transcribe"].silenced(options[0])
+    assert silenced[1] and silenced[2]  # room tone and white noise
+    for wave in clips[1:3]:
+        features = bundle.feature_extractor(wave, sampling_rate=16_000, return_tensors="pt").input_features
+        ids = bundle.model.generate(features, **arguments)
+        assert bundle.tokenizer.batch_decode(ids.long(), skip_special_tokens=True) == [""]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import demo_slice
-from lib import config, evaluate, families, manifest, pipeline, prepare, split, train
+from lib import config, evaluate, families, manifest, pipeline, prepare, split, tasks, train
 from lib.families import Family
 
 FAMILY_DIR = config.PROJECT_ROOT / "lib" / "families"
@@ -121,6 +121,11 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
     losses = [h["loss"] for h in summary["history"] if "loss" in h]
     assert losses and np.isfinite(losses).all()
     assert (out / name / "final" / "config.json").exists()
+    if name == "whisper":  # the gate's thresholds saved for plain generate(), as the model card states them
+        saved = json.loads((out / name / "final" / "generation_config.json").read_text())
+        assert (saved["no_speech_threshold"], saved["logprob_threshold"]) == (0.6, -1.0)
+        assert "compression_ratio_threshold=1.35" in family.usage_for(
+            tasks.DecodingOptions.for_test("transcribe", params.evaluation))
 
     metrics = evaluate.evaluate(params, name)
     assert metrics["model_type"] == name and metrics["segments"] == rows["test"]

@@ -175,8 +175,12 @@ def check_generalization(out):
         assert long_form["files"] >= len(speakers) and long_form["segments_joined"] == summary["segments"]
         assert long_form["longest_seconds"] <= long_form["seconds_at_most"] <= (256 / 8 if name == "e2e" else 60)
         total = sum(float(line.split("\t")[header.index("duration")]) for line in test_lines[1:])
-        assert long_form["audio_seconds"] == pytest.approx(total + 0.5 * (summary["segments"] - long_form["files"]),
-                                                           abs=0.5)
+        pauses = long_form["pauses"]  # 2-10 s of silence or noise between each two joined segments
+        assert pauses["count"] == summary["segments"] - long_form["files"]
+        assert 2 * pauses["count"] <= pauses["seconds"] <= 10 * pauses["count"]
+        assert long_form["audio_seconds"] == pytest.approx(total + pauses["seconds"], abs=0.5)
+        assert long_form["decoding"]["vad"] is True
+        assert all(long_form["hallucination"][t]["words_in_pauses"] >= 0 for t in ("transcribe", "translate"))
         wer = long_form["tasks"]["transcribe"]["metrics"]["wer"]
         assert wer["count"] == summary["tasks"]["transcribe"]["metrics"]["wer"]["count"]  # the same words
         assert wer["ci95"][0] <= wer["value"] <= wer["ci95"][1]

@@ -13,6 +13,8 @@ A family module imports torch, transformers and peft inside the functions that u
 from __future__ import annotations
 
 import abc
+import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,11 +256,7 @@ class Family(abc.ABC):
     def share(self, encoded: dict, index) -> dict:
         """Forward keyword arguments for label rows drawn from encoded inputs by `index`: by default the encoder
         output and any attention mask are repeated for each row (see `cross_attention_projections` for more)."""
-        from transformers.modeling_outputs import BaseModelOutput
-        from transformers.utils import ModelOutput
-
-        return {key: BaseModelOutput(last_hidden_state=value[0].index_select(0, index))
-                if isinstance(value, ModelOutput) else value.index_select(0, index) for key, value in encoded.items()}
+        return select_rows(encoded, index)
 
     def cross_attention_projections(self, model) -> list:
         """The decoder's cross-attention key and value projections, when the family's `share` passes the encoder
@@ -274,6 +272,13 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
         """`generate()` keyword arguments for the options: the task forced, the beam width and length."""
+
+    def usage_for(self, options: tasks.DecodingOptions) -> str:
+        """`usage` with the decoding settings of `options` (as its model card shows it); by default as it is."""
+        return self.usage
+
+    def save_decoding(self, folder: Path, options: tasks.DecodingOptions) -> None:
+        """Save what of `options` the saved model in `folder` can carry for plain `generate()`; by default nothing."""
 
     @abc.abstractmethod
     def max_label_tokens(self, bundle: Bundle) -> int:
@@ -296,16 +301,24 @@ class Family(abc.ABC):
         model = bundle.model
         device = next(model.parameters()).device
         size = options[0].batch_size
-        texts: dict[str, list[str]] = {o.task: [] for o in options}
+        found = {o.task: tasks.Decoded([]) for o in options}
         model.eval()
         for first in range(0, len(inputs), size):
-            batch = self.batch_on(bundle, inputs[first:first + size], device)
+            chunk = inputs[first:first + size]
+            batch = self.batch_on(bundle, chunk, device)
             with torch.inference_mode():
                 encoded = self.encode(bundle, batch)
                 for o in options:
-                    ids = model.generate(**encoded, **self.generation_kwargs(bundle, o))
-                    texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return {task: tasks.Decoded(found) for task, found in texts.items()}
+                    def again(rows: list[int], temperature: float, o=o, encoded=encoded) -> tasks.Decoded:
+                        chosen = select_rows(encoded, torch.tensor(rows, device=device))
+                        kwargs = self.generation_kwargs(bundle, o) | sampling_arguments(temperature)
+                        with seeded(device, temperature):
+                            ids = model.generate(**chosen, **kwargs)
+                        texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
+                        return tasks.Decoded([t.strip() for t in texts])
+
+                    found[o.task].extend(tasks.with_fallback(again(list(range(len(chunk))), 0.0), again, o))
+        return found
 
     def batch_on(self, bundle: Bundle, inputs: list[np.ndarray], device) -> dict:
         """`model_inputs` on `device`, floating-point ones in the model's dtype."""
@@ -318,17 +331,28 @@ class Family(abc.ABC):
         hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 128 s)."""
         return min(wanted, self.max_label_tokens(bundle) / LONG_FORM_TOKENS)
 
-    def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
-                    options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
-        """Decode whole recordings (long-form; see `long_form_seconds`): by default each in one pass, the length limit
-        grown with the longest recording (LONG_FORM_TOKENS a second) up to the decoder's positions."""
-        import dataclasses
+    def span_seconds(self, bundle: Bundle) -> float:
+        """The longest stretch of audio one decode takes well (lib.longform cuts VAD spans to it): by default 30 s,
+        or less where `long_form_seconds` says."""
+        return self.long_form_seconds(bundle, 30.0)
 
-        seconds = max(len(w) for w in waves) / audio.SAMPLE_RATE
+    def room_for(self, bundle: Bundle, options: list[tasks.DecodingOptions],
+                 seconds: float) -> list[tasks.DecodingOptions]:
+        """The options with the length limit grown for `seconds` of speech (LONG_FORM_TOKENS a second), up to the
+        decoder's positions."""
         limit = self.max_label_tokens(bundle)
-        grown = [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))),
-                                     batch_size=1) for o in options]
-        return self.decode(bundle, [self.audio_input(bundle, w) for w in waves], grown)
+        return [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))))
+                for o in options]
+
+    def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
+        """Decode whole recordings (long-form, the VAD off; see `long_form_seconds`): task -> each recording's
+        `tasks.Piece`s. By default each recording in one pass, one piece, the length limit grown with the longest
+        recording (LONG_FORM_TOKENS a second) up to the decoder's positions."""
+        grown = self.room_for(bundle, options, max(len(w) for w in waves) / audio.SAMPLE_RATE)
+        texts = self.decode(bundle, [self.audio_input(bundle, w) for w in waves],
+                            [dataclasses.replace(o, batch_size=1) for o in grown])
+        return {task: [[tasks.Piece(0.0, round(len(w) / audio.SAMPLE_RATE, 2), t)] for w, t in zip(waves, found)]
+                for task, found in texts.items()}
 
     # --- deployment --------------------------------------------------------------------------------------------------
 
@@ -336,6 +360,31 @@ class Family(abc.ABC):
         """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on
         `device` for `decode`; with facts about the conversion for the parity report. Default: no exports."""
         return {}, []
+
+
+def sampling_arguments(temperature: float) -> dict:
+    """`generate()` arguments that sample at `temperature` (a fallback), or none at 0."""
+    return {"do_sample": True, "temperature": temperature, "num_beams": 1} if temperature else {}
+
+
+@contextlib.contextmanager
+def seeded(device, temperature: float):
+    """Sampling at `temperature` (a fallback) from a seed of its own, so that a decode gives the same outputs
+    whatever ran before it, and the caller's random state is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(round(temperature * 1000))
+        yield
+
+
+def select_rows(encoded: dict, index) -> dict:
+    """`generate()` keyword arguments of `encode` for the rows `index` gives (repeated, when it repeats them)."""
+    from transformers.modeling_outputs import BaseModelOutput
+    from transformers.utils import ModelOutput
+
+    return {key: BaseModelOutput(last_hidden_state=value[0].index_select(0, index))
+            if isinstance(value, ModelOutput) else value.index_select(0, index) for key, value in encoded.items()}
 
 
 def share_encoder(family: Family, bundle: Bundle) -> list:

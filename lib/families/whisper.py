@@ -23,12 +23,14 @@ from typing import Iterable, Literal
 import numpy as np
 
 from lib import audio, features, nonspeech, packing, tasks
-from lib.families.base import Bundle, Export, Family, local_or_hub, unwrap
+from lib.families.base import Bundle, Export, Family, local_or_hub, sampling_arguments, seeded, select_rows, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
                                 forced, no_speech_token_id, prompt, whisper_generation_config, whisper_tokenizer)
 
 Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
+TOKEN_COMPRESSION = 1.35 / 2.4  # transformers' compression ratio (over token ids) per Whisper's (over text): the
+# thresholds each documents as the sign of a loop
 PACKING_VERSION = 2  # bump when training windows are made differently (training_stream, the pauses' filler)
 
 
@@ -78,8 +80,11 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 processor = WhisperProcessor.from_pretrained("PATH")
 model = WhisperForConditionalGeneration.from_pretrained("PATH")
 features = processor(audio_16khz, sampling_rate=16000, return_tensors="pt").input_features
-ids = model.generate(features, language="vi", task="transcribe")  # task="translate": the English translation
-print(processor.batch_decode(ids, skip_special_tokens=True))
+# task="translate": the English translation. The no-speech gate and the loop guard as 05 scored the model (transformers
+# takes the temperatures only from these arguments):
+ids = model.generate(features, {arguments})
+# .long(): when the gate empties every input, generate returns an empty float tensor
+print(processor.batch_decode(ids.long(), skip_special_tokens=True))
 """
 
     # --- models ------------------------------------------------------------------------------------------------------
@@ -189,7 +194,7 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         def rows(segments):
             for window in packing.pack(segments, hp.pack_seconds, training_stream):
-                fill = nonspeech.gap_filler(window[0].id) if noisy_pauses else None
+                fill = nonspeech.gap_filler(window[0].id, packing.PACK_GAP, packing.PACK_GAP) if noisy_pauses else None
                 wave, starts, ends = packing.join(window, audio.SAMPLE_RATE, fill)
                 yield {**packing.window_columns(window), "duration": len(wave) / audio.SAMPLE_RATE,
                        "input_features": log_mel(wave, extractor), "starts": starts, "ends": ends,
@@ -237,6 +242,26 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def forced_prefix(self, task: str) -> str:
         return "".join(prompt(task)[1:])
 
+    def generate_arguments(self, options: tasks.DecodingOptions) -> dict:
+        """Plain transformers `generate()` arguments that decode as `options` do: the language and task, the gate and
+        the temperature fallback (what the model card states)."""
+        return {"language": SOURCE_LANGUAGE, "task": options.task, **gate_arguments(options, TOKEN_COMPRESSION)}
+
+    def usage_for(self, options: tasks.DecodingOptions) -> str:
+        return self.usage.replace("{arguments}", ", ".join(f"{k}={v!r}" for k, v in
+                                                             self.generate_arguments(options).items()))
+
+    def save_decoding(self, folder: Path, options: tasks.DecodingOptions) -> None:
+        """The gate's thresholds into `folder`'s generation_config.json, which transformers reads them from when
+        `generate()` is not given them (the temperatures it takes only as arguments: see `usage_for`)."""
+        from transformers import GenerationConfig
+
+        generation = GenerationConfig.from_pretrained(folder)
+        arguments = gate_arguments(options, TOKEN_COMPRESSION)
+        for key in GATE_KEYS:
+            setattr(generation, key, arguments[key])
+        generation.save_pretrained(folder)
+
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
         """Force the language and task, keep the KV cache, suppress what `whisper_tokens.forced` says."""
         _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task)
@@ -258,7 +283,7 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         model = bundle.model
         device, size = next(model.parameters()).device, options[0].batch_size
         generation = model.generation_config
-        found = {o.task: tasks.Decoded([], [], []) for o in options}
+        found = {o.task: tasks.Decoded([]) for o in options}
         model.eval()
         for first in range(0, len(inputs), size):
             batch = self.batch_on(bundle, inputs[first:first + size], device)
@@ -268,12 +293,19 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
                 logits = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start).logits[:, 0]
                 no_speech = logits.float().softmax(-1)[:, no_speech_token_id(generation)].tolist()
                 for o in options:
-                    out = model.generate(**encoded, **self.generation_kwargs(bundle, o), return_dict_in_generate=True,
-                                         output_scores=True)
-                    texts = bundle.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-                    found[o.task].texts.extend(t.strip() for t in texts)
-                    found[o.task].no_speech_prob.extend(no_speech)
-                    found[o.task].avg_logprob.extend(average_logprob(out, bundle.tokenizer.eos_token_id))
+                    def again(rows: list[int], temperature: float, o=o, encoded=encoded) -> tasks.Decoded:
+                        chosen = select_rows(encoded, torch.tensor(rows, device=device))
+                        kwargs = self.generation_kwargs(bundle, o) | sampling_arguments(temperature)
+                        with seeded(device, temperature):
+                            out = model.generate(**chosen, **kwargs, return_dict_in_generate=True,
+                                                 output_scores=True)
+                        texts = bundle.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
+                        return tasks.Decoded([t.strip() for t in texts], None,
+                                             average_logprob(out, bundle.tokenizer.eos_token_id, temperature))
+
+                    decoded = again(list(range(len(no_speech))), 0.0)
+                    decoded.no_speech_prob = no_speech
+                    found[o.task].extend(tasks.with_fallback(decoded, again, o))
         return found
 
     def _decode_ct2(self, bundle: Bundle, inputs: list[np.ndarray],
@@ -283,38 +315,50 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
 
         model, tokenizer = bundle.model.model, bundle.tokenizer
         window, size = bundle.feature_extractor.nb_max_frames, options[0].batch_size
-        found = {o.task: tasks.Decoded([], [], []) for o in options}
+        found = {o.task: tasks.Decoded([]) for o in options}
+        ctranslate2.set_random_seed(0)
         for first in range(0, len(inputs), size):
             chunk = inputs[first:first + size]
             encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
             for o in options:
                 ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task)
-                # max_length counts the prompt, in ctranslate2 as in transformers
-                results = model.generate(encoded, [ids] * len(chunk), beam_size=o.num_beams, max_length=o.max_length,
-                                         suppress_tokens=suppress, return_scores=True, return_no_speech_prob=True)
-                for result in results:
-                    written = result.sequences_ids[0]
-                    found[o.task].texts.append(tokenizer.decode(written, skip_special_tokens=True).strip())
-                    found[o.task].no_speech_prob.append(result.no_speech_prob)
+
+                def again(rows: list[int], temperature: float, o=o, ids=ids, suppress=suppress,
+                          encoded=encoded) -> tasks.Decoded:
+                    # max_length counts the prompt, in ctranslate2 as in transformers
+                    features = encoded if temperature == 0 else storage_rows(encoded, rows)
+                    sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature else {}
+                    results = model.generate(features, [ids] * len(rows), beam_size=1 if temperature else o.num_beams,
+                                             max_length=o.max_length, suppress_tokens=suppress, return_scores=True,
+                                             return_no_speech_prob=True, **sampling)
+                    written = [r.sequences_ids[0] for r in results]
                     # its score is the mean log-probability of the tokens it returns; Whisper's average counts the
                     # <|endoftext|> it leaves out as one more token (as faster-whisper computes it)
-                    found[o.task].avg_logprob.append(result.scores[0] * len(written) / (len(written) + 1))
+                    return tasks.Decoded([tokenizer.decode(w, skip_special_tokens=True).strip() for w in written],
+                                         [r.no_speech_prob for r in results],
+                                         [r.scores[0] * len(w) / (len(w) + 1) for r, w in zip(results, written)])
+
+                found[o.task].extend(tasks.with_fallback(again(list(range(len(chunk))), 0.0), again, o))
         return found
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         return wanted  # the sequential decoding steps through recordings of any length
 
-    def decode_long(self, bundle: Bundle, waves: list[np.ndarray],
-                    options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
+    def span_seconds(self, bundle: Bundle) -> float:
+        return float(bundle.feature_extractor.chunk_length)  # the model's window
+
+    def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
         """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
-        is decoded with timestamps, and the next window starts at the last timestamp the model gave; recordings in
-        batches of the first options' batch size."""
+        is decoded with timestamps, and the next window starts at the last timestamp the model gave; the no-speech
+        gate and the temperature fallback as the options set them (transformers measures the compression ratio over
+        token ids, where TOKEN_COMPRESSION of Whisper's text threshold is its documented equivalent). Recordings in
+        batches of the first options' batch size; each timestamped segment is one piece."""
         import torch
 
         model, extractor = bundle.model, bundle.feature_extractor
         device = next(model.parameters()).device
         size = options[0].batch_size
-        texts: dict[str, list[str]] = {o.task: [] for o in options}
+        pieces: dict[str, list] = {o.task: [] for o in options}
         model.eval()
         for first in range(0, len(waves), size):
             chunk = waves[first:first + size]
@@ -324,12 +368,17 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
                               **({} if short else {"truncation": False, "padding": "longest"}))
             with torch.inference_mode():
                 for o in options:
-                    ids = model.generate(input_features=batch.input_features.to(device, model.dtype),
+                    out = model.generate(input_features=batch.input_features.to(device, model.dtype),
                                          attention_mask=batch.attention_mask.to(device), language=SOURCE_LANGUAGE,
                                          task=o.task, num_beams=o.num_beams, return_timestamps=True,
-                                         condition_on_prev_tokens=False)
-                    texts[o.task] += [t.strip() for t in bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)]
-        return texts
+                                         return_segments=True, condition_on_prev_tokens=False,
+                                         **gate_arguments(o, TOKEN_COMPRESSION))
+                    for segments in out["segments"]:
+                        texts = [(s, bundle.tokenizer.decode(s["tokens"], skip_special_tokens=True).strip())
+                                 for s in segments]
+                        pieces[o.task].append([tasks.Piece(round(float(s["start"]), 2), round(float(s["end"]), 2), t)
+                                               for s, t in texts if t])
+        return pieces
 
     # --- deployment --------------------------------------------------------------------------------------------------
 
@@ -379,15 +428,36 @@ def timestamped_label(tokenizer, task: str, pieces: list[tuple[float, float, str
     return label + [tokenizer.eos_token_id]
 
 
-def average_logprob(generated, eos_token_id: int) -> list[float]:
+def storage_rows(encoded, rows: list[int]):
+    """The rows of a ctranslate2 StorageView (an encoder output), as a new one on the same device."""
+    import ctranslate2
+
+    if encoded.device == "cpu":
+        return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoded)[rows]))
+    import torch
+
+    return ctranslate2.StorageView.from_array(torch.as_tensor(encoded, device="cuda")[rows].contiguous())
+
+
+def gate_arguments(options: tasks.DecodingOptions, compression_scale: float = 1.0) -> dict:
+    """The `generate()` arguments with which transformers' Whisper applies the options' no-speech gate and
+    temperature fallback itself (it reads the schedule only from these arguments, and the log-probabilities only
+    when `logprob_threshold` is given); `compression_scale` turns Whisper's text compression ratio into the one
+    transformers measures."""
+    return {"temperature": (0.0, *options.temperatures), "no_speech_threshold": options.no_speech_threshold,
+            "logprob_threshold": options.logprob_threshold,
+            "compression_ratio_threshold": round(options.compression_ratio_threshold * compression_scale, 3)}
+
+
+def average_logprob(generated, eos_token_id: int, temperature: float = 0.0) -> list[float]:
     """Each output's average log-probability per token, `<|endoftext|>` included (Whisper's `avg_logprob`): from
-    the generation scores after the logits processors, as transformers' own fallback reads them; with beams, the
-    beam search's length-normalised score."""
+    the generation scores after the logits processors, the sampling temperature undone, as transformers' own fallback
+    reads them; with beams, the beam search's length-normalised score."""
     import torch
 
     if getattr(generated, "sequences_scores", None) is not None:
         return generated.sequences_scores.float().tolist()
-    steps = torch.stack(generated.scores, dim=1).float().log_softmax(-1)
+    steps = (torch.stack(generated.scores, dim=1).float() * (temperature or 1.0)).log_softmax(-1)
     tokens = generated.sequences[:, -steps.shape[1]:]
     chosen = steps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     ended = tokens.eq(eos_token_id).int().cumsum(dim=1)
@@ -395,12 +465,20 @@ def average_logprob(generated, eos_token_id: int) -> list[float]:
     return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
 
 
+GATE_KEYS = ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold")  # `save_decoding` saves them
+
+
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
-    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`."""
+    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`. The gate's
+    thresholds a trained model saves for plain `generate()` are cleared in memory: the lib applies the gate itself,
+    to the texts as written (`decode_scored`), and passes them as arguments where transformers applies it
+    (`decode_long`)."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(str(name))
     model = WhisperForConditionalGeneration.from_pretrained(str(name), attn_implementation=attn_implementation)
+    for key in GATE_KEYS:
+        setattr(model.generation_config, key, None)
     return Bundle(model, processor.tokenizer, processor.feature_extractor, processor)
 
 
