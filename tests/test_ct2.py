@@ -155,9 +155,10 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
         assert theirs[o.task].gated(o) == ours[o.task].gated(o)
     assert any(ours["transcribe"].silenced(options[0]))  # the gate has work to do here
 
-    # the temperature fallback (silence above a no-speech probability of 0.8 here, so that it has unsure outputs to
-    # decode again): the same outputs decoded again, the others left as they were, on both paths
-    guarded = [replace(options[0], no_speech_threshold=0.8, temperatures=(0.2, 0.4, 0.6, 0.8, 1.0))]
+    # the temperature fallback (silence above a no-speech probability of 0.8, and any text "a loop", here, so that it
+    # has outputs to decode again): the same outputs decoded again, the others left as they were, on both paths
+    guarded = [replace(options[0], no_speech_threshold=0.8, compression_ratio_threshold=0.1,
+                       temperatures=(0.2, 0.4, 0.6, 0.8, 1.0))]
     theirs_guarded = family.decode_scored(exports[0].bundle, inputs, guarded)
     ours_guarded = family.decode_scored(bundle, inputs, guarded)
     for o in guarded:

@@ -54,10 +54,10 @@ def test_compression_ratio_tells_a_loop_from_a_sentence():
     assert tasks.compression_ratio("") == 0.0
 
 
-def test_the_fallback_samples_again_until_an_output_passes_and_leaves_silence_alone():
+def test_the_fallback_samples_again_until_an_output_stops_looping_and_leaves_silence_alone():
     loop = "la " * 30
-    first = tasks.Decoded([loop, "a fine sentence", loop, "an unsure one"], [0.1, 0.1, 0.9, 0.1],
-                          [-0.1, -0.2, -0.1, -1.5])
+    first = tasks.Decoded([loop, "a fine sentence", loop, "an unsure one", loop], [0.1, 0.1, 0.9, 0.1, 0.1],
+                          [-0.1, -0.2, -1.5, -1.5, -0.1])
     calls = []
 
     def again(rows, temperature):
@@ -67,19 +67,20 @@ def test_the_fallback_samples_again_until_an_output_passes_and_leaves_silence_al
 
     options = tasks.DecodingOptions("transcribe", 1, 16, 4, 0.6, -1.0, 2.4, (0.2, 0.4, 0.6))
     found = tasks.with_fallback(first, again, options)
-    assert calls == [([0, 3], 0.2), ([0, 3], 0.4)]  # row 2 loops but is silence: the gate empties it instead
-    assert found.texts == ["sampled at 0.4", "a fine sentence", loop, "sampled at 0.4"]
-    assert found.temperature == [0.4, 0.0, 0.0, 0.4] and found.avg_logprob == [-0.3, -0.2, -0.1, -0.3]
-    assert found.retried == [True, False, False, True]
-    assert found.no_speech_prob == [0.1, 0.1, 0.9, 0.1]  # read before any token: the first decode's
+    assert calls == [([0, 4], 0.2), ([0, 4], 0.4)]  # row 2 loops but is silence: the gate empties it instead
+    assert found.texts == ["sampled at 0.4", "a fine sentence", loop, "an unsure one", "sampled at 0.4"]
+    assert found.temperature == [0.4, 0.0, 0.0, 0.0, 0.4] and found.avg_logprob == [-0.3, -0.2, -1.5, -1.5, -0.3]
+    assert found.retried == [True, False, False, False, True]
+    assert found.no_speech_prob == [0.1, 0.1, 0.9, 0.1, 0.1]  # read before any token: the first decode's
     assert tasks.with_fallback(tasks.Decoded([loop]), again, tasks.DecodingOptions("translate", 1, 16, 4)).texts == [
         loop]  # no temperatures: no fallback
 
 
-def test_where_every_attempt_fails_the_most_confident_that_does_not_loop_stays():
+def test_where_every_attempt_loops_the_most_confident_that_does_not_stays():
     loop = "la " * 30
-    first = tasks.Decoded([loop, "unsure at first"], [0.1, 0.1], [-0.2, -1.2])
-    sampled = {0.5: (["ba " * 30, "worse"], [-0.1, -2.5]), 1.0: (["less sure, no loop", "worst"], [-1.8, -3.0])}
+    first = tasks.Decoded([loop, "ba " * 40], [0.1, 0.1], [-0.2, -0.4])
+    sampled = {0.5: (["ba " * 30, "no loop at 0.5"], [-0.1, -2.5]), 1.0: (["no loop at 1.0", "da " * 30],
+                                                                           [-1.8, -0.3])}
 
     def again(rows, temperature):
         texts, logprobs = sampled[temperature]
@@ -87,8 +88,11 @@ def test_where_every_attempt_fails_the_most_confident_that_does_not_loop_stays()
 
     options = tasks.DecodingOptions("transcribe", 1, 16, 4, 0.6, -1.0, 2.4, (0.5, 1.0))
     found = tasks.with_fallback(first, again, options)
-    assert found.texts == ["less sure, no loop", "unsure at first"]  # loops are passed over; then the surest
-    assert found.temperature == [1.0, 0.0] and found.avg_logprob == [-1.8, -1.2] and found.retried == [True, True]
+    assert found.texts == ["no loop at 1.0", "no loop at 0.5"]  # row 1 passed at 0.5 and was not decoded again
+    first = tasks.Decoded([loop], [0.1], [-0.2])
+    found = tasks.with_fallback(first, lambda rows, t: tasks.Decoded(["ba " * 30], None, [-0.1]), options)
+    assert found.texts == ["ba " * 30] and found.temperature == [0.5]  # every attempt loops: the most confident
+    assert found.retried == [True]
 
 
 @pytest.fixture(scope="module")

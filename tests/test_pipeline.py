@@ -197,7 +197,7 @@ def check_generalization(out):
         assert gate["no_speech_threshold"] == 0.6 and 0 <= gate["silenced"] <= summary["segments"]
     parity = json.loads((out / "results" / "whisper_ct2_parity.json").read_text())
     whisper = json.loads((out / "results" / "whisper_metrics.json").read_text())
-    assert [r["quantization"] for r in parity["rows"]] == ["float16", "int8"]
+    assert [r["quantization"] for r in parity["rows"]] == ["int8"]  # the demo's ct2_parity
     for row in parity["rows"]:
         assert row["hf_wer"] == pytest.approx(whisper["tasks"]["transcribe"]["metrics"]["wer"]["value"], abs=0.01)
         assert row["segments"] == whisper["segments"] and row["segments_per_second"] > 0
@@ -207,7 +207,7 @@ def check_generalization(out):
     report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
-    assert "long-form WER" in shown and "non-speech, transcribes with text" in shown and "never in training" in shown
+    assert "long-form WER" in shown and "words written in pauses" in shown and "non-speech, transcribes with text" in shown and "never in training" in shown
 
 
 def check_model_card(out):

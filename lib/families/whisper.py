@@ -31,6 +31,7 @@ from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WH
 Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
 TOKEN_COMPRESSION = 1.35 / 2.4  # transformers' compression ratio (over token ids) per Whisper's (over text): the
 # thresholds each documents as the sign of a loop
+GATE_KEYS = ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold")  # `save_decoding` saves them
 PACKING_VERSION = 2  # bump when training windows are made differently (training_stream, the pauses' filler)
 
 
@@ -80,9 +81,13 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 processor = WhisperProcessor.from_pretrained("PATH")
 model = WhisperForConditionalGeneration.from_pretrained("PATH")
 features = processor(audio_16khz, sampling_rate=16000, return_tensors="pt").input_features
-# task="translate": the English translation. The no-speech gate and the loop guard as 05 scored the model (transformers
-# takes the temperatures only from these arguments):
-ids = model.generate(features, {arguments})
+# task="translate": the English translation. The no-speech gate and the loop guard as 05 scored the model
+# (transformers takes the temperatures only from here); one recording per call: in a batch where another input
+# falls back, transformers 5 can give back text for an input its gate skipped.
+ids = model.generate(
+    features,
+{arguments}
+)
 # .long(): when the gate empties every input, generate returns an empty float tensor
 print(processor.batch_decode(ids.long(), skip_special_tokens=True))
 """
@@ -248,8 +253,8 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         return {"language": SOURCE_LANGUAGE, "task": options.task, **gate_arguments(options, TOKEN_COMPRESSION)}
 
     def usage_for(self, options: tasks.DecodingOptions) -> str:
-        return self.usage.replace("{arguments}", ", ".join(f"{k}={v!r}" for k, v in
-                                                             self.generate_arguments(options).items()))
+        arguments = "\n".join(f"    {key}={value!r}," for key, value in self.generate_arguments(options).items())
+        return self.usage.replace("{arguments}", arguments)
 
     def save_decoding(self, folder: Path, options: tasks.DecodingOptions) -> None:
         """The gate's thresholds into `folder`'s generation_config.json, which transformers reads them from when
@@ -463,9 +468,6 @@ def average_logprob(generated, eos_token_id: int, temperature: float = 0.0) -> l
     ended = tokens.eq(eos_token_id).int().cumsum(dim=1)
     counted = ended.eq(0) | (ended.eq(1) & tokens.eq(eos_token_id))  # up to the first <|endoftext|>, included
     return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
-
-
-GATE_KEYS = ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold")  # `save_decoding` saves them
 
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
