@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 
 from lib import demo_corpus
+from lib.families import whisper
 
 SENTENCES = [
     ("Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon"),
@@ -54,6 +55,15 @@ def write_corpus(folder: Path, speakers: list[str], seed: int = 0, with_speaker:
     path = folder / name
     path.write_text("\n".join("\t".join(r) for r in [header] + rows) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_whisper(tmp_path_factory):
+    """A tiny Whisper with the real token layout (8 s window), loaded back through `load_whisper`."""
+    folder = tmp_path_factory.mktemp("whisper")
+    whisper.build_tiny_whisper(folder, ["Anh check email giúp em với", "Please check the email for me."] * 20,
+                               window_seconds=8, vocab_size=300)
+    return whisper.load_whisper(folder)
 
 
 @pytest.fixture

@@ -1,19 +1,15 @@
 """Whole recordings: the VAD's spans, Whisper's temperature fallback, long-form pieces and the words written in
 pauses."""
 import numpy as np
-import pytest
 import torch
 
-from lib import config, evaluate, families, longform, manifest as manifest_io, nonspeech, packing, tasks, vad
+from conftest import DEMO
+from lib import evaluate, families, longform, manifest as manifest_io, nonspeech, packing, tasks, vad
 from lib.audio import SAMPLE_RATE
-from lib.families import whisper
-
-DEMO = config.PROJECT_ROOT / "data" / "demo" / "manifest.tsv"
-
 
 def recording(count: int, pause=None):
     """The bundled demo corpus's first `count` segments (real speech) joined, with pauses of 2-10 s by default."""
-    segments = manifest_io.read(DEMO).segments[:count]
+    segments = manifest_io.read(DEMO / "manifest.tsv").segments[:count]
     return packing.join(segments, SAMPLE_RATE, pause or nonspeech.gap_filler("test", *evaluate.PAUSE_SECONDS))
 
 
@@ -95,25 +91,18 @@ def test_where_every_attempt_loops_the_most_confident_that_does_not_stays():
     assert found.retried == [True]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("whisper")
-    whisper.build_tiny_whisper(folder, ["Anh check email giúp em với", "Please check the email for me."] * 20,
-                               window_seconds=8, vocab_size=300)
-    return whisper.load_whisper(folder)
-
-
-def test_long_form_gives_timed_pieces_with_the_vad_and_without(tiny):
+def test_long_form_gives_timed_pieces_with_the_vad_and_without(tiny_whisper):
     family = families.get("whisper")
     wave, starts, ends = recording(3)
     options = [tasks.DecodingOptions(t, 1, 20, 4) for t in tasks.TASKS]
-    with_vad = longform.decode(family, tiny, [wave, np.zeros(3 * SAMPLE_RATE, np.float32)], options, use_vad=True)
-    spans = vad.speech_spans(wave, family.span_seconds(tiny))
-    assert family.span_seconds(tiny) == 8.0  # the tiny model's window
+    silence = np.zeros(3 * SAMPLE_RATE, np.float32)
+    with_vad = longform.decode(family, tiny_whisper, [wave, silence], options, use_vad=True)
+    spans = vad.speech_spans(wave, family.span_seconds(tiny_whisper))
+    assert family.span_seconds(tiny_whisper) == 8.0  # the tiny model's window
     for task in tasks.TASKS:
         assert [(p.start, p.end) for p in with_vad[task][0]] == [(round(s, 2), round(e, 2)) for s, e in spans]
         assert with_vad[task][1] == []  # silence: nothing to decode
-    without = longform.decode(family, tiny, [wave], options, use_vad=False)  # transformers' timestamped segments
+    without = longform.decode(family, tiny_whisper, [wave], options, use_vad=False)  # transformers' timestamps
     for task in tasks.TASKS:
         starts = [p.start for p in without[task][0]]
         assert starts == sorted(starts) and all(0 <= p.start <= p.end for p in without[task][0])

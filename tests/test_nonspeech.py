@@ -9,7 +9,6 @@ import torch
 
 from conftest import demo_slice
 from lib import config, families, nonspeech, split, tasks
-from lib.families import whisper
 
 
 def test_clips_have_their_kind_level_and_length():
@@ -72,39 +71,32 @@ def test_training_clips_come_from_the_noise_folder_too(tmp_path):
         nonspeech.training_clips([1.0], seed=3, noise_dir=tmp_path / "noise" / "empty-not-there")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("whisper")
-    whisper.build_tiny_whisper(folder, ["Anh check email giúp em với", "Please check the email for me."] * 20,
-                               window_seconds=8, vocab_size=300)
-    return whisper.load_whisper(folder)
-
-
-def test_whisper_learns_its_pretraining_no_speech_target_and_an_empty_text_after_the_prompt(tiny):
-    examples = families.get("whisper").nonspeech_examples(tiny, row=7)
-    tokens = [tiny.tokenizer.convert_ids_to_tokens(e.labels) for e in examples]
+def test_whisper_learns_its_pretraining_no_speech_target_and_an_empty_text_after_the_prompt(tiny_whisper):
+    examples = families.get("whisper").nonspeech_examples(tiny_whisper, row=7)
+    tokens = [tiny_whisper.tokenizer.convert_ids_to_tokens(e.labels) for e in examples]
     assert tokens[0] == ["<|startoftranscript|>", "<|nospeech|>", "<|endoftext|>"] and examples[0].prefix == 0
-    assert tokens[0][1] == tiny.tokenizer.convert_ids_to_tokens(tiny.model.generation_config.no_timestamps_token_id - 1)
+    no_speech = tiny_whisper.model.generation_config.no_timestamps_token_id - 1
+    assert tokens[0][1] == tiny_whisper.tokenizer.convert_ids_to_tokens(no_speech)
     assert tokens[1:] == [["<|startoftranscript|>", "<|vi|>", f"<|{task}|>", "<|notimestamps|>", "<|endoftext|>"]
                           for task in tasks.TASKS]
     assert [e.prefix for e in examples[1:]] == [3, 3] and {e.row for e in examples} == {7}
 
 
-def test_a_prefix_is_read_by_the_decoder_but_not_learned(tiny):
+def test_a_prefix_is_read_by_the_decoder_but_not_learned(tiny_whisper):
     """The loss of a no-speech example after the prompt is the loss of `<|endoftext|>` alone, with the decoder reading
     the whole prompt: as if the prompt were forced, as it is at decoding."""
     family = families.get("whisper")
-    examples = family.nonspeech_examples(tiny, row=0)
+    examples = family.nonspeech_examples(tiny_whisper, row=0)
     mel = np.zeros((300, 80), np.float16)
-    batch = family.collate(tiny, [{"input_features": mel, "task_labels": [e.labels for e in examples],
+    batch = family.collate(tiny_whisper, [{"input_features": mel, "task_labels": [e.labels for e in examples],
                                    "task_prefixes": [e.prefix for e in examples]}])
-    tokens = tiny.tokenizer.convert_ids_to_tokens
+    tokens = tiny_whisper.tokenizer.convert_ids_to_tokens
     assert tokens(batch["decoder_input_ids"][1].tolist()) == ["<|startoftranscript|>", "<|vi|>", "<|transcribe|>",
                                                              "<|notimestamps|>"]
-    assert batch["labels"][1].tolist()[:4] == [-100, -100, -100, tiny.tokenizer.eos_token_id]
-    assert batch["labels"][0].tolist()[:2] == [tiny.model.generation_config.no_timestamps_token_id - 1,
-                                               tiny.tokenizer.eos_token_id]  # the detector's target is learned
-    model = tiny.model.eval()
+    assert batch["labels"][1].tolist()[:4] == [-100, -100, -100, tiny_whisper.tokenizer.eos_token_id]
+    assert batch["labels"][0].tolist()[:2] == [tiny_whisper.model.generation_config.no_timestamps_token_id - 1,
+                                               tiny_whisper.tokenizer.eos_token_id]  # the detector's target is learned
+    model = tiny_whisper.model.eval()
     with torch.no_grad():
         out = model(input_features=batch["input_features"], decoder_input_ids=batch["decoder_input_ids"][1:2],
                     labels=batch["labels"][1:2])
