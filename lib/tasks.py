@@ -249,7 +249,7 @@ def with_fallback(first: Decoded, again: Callable[[list[int], float], Decoded], 
             attempts[i].append((retried.texts[k], retried.avg_logprob[k] if retried.avg_logprob else 0.0,
                                 temperature))
         rows = [i for i, need in zip(rows, retried.needs_fallback(options)) if need]
-    failed = set(rows) if options.temperatures else set(attempts)
+    failed = set(rows)  # every row that needed it, when there were no temperatures to try
     for i, tried in attempts.items():
         if i in failed:
             plain = [a for a in tried if compression_ratio(a[0]) <= options.compression_ratio_threshold] or tried
