@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from lib.schema import (PROJECT_ROOT, SPLITS, MayBeEmpty, ParamsError, Precision
                         build_fields, resolve, result_name, show)  # schema names callers read from config
 
 EvalSet = Literal["test", "heldout"]  # the test split, and the held-out manifest's segments
+RETENTION_PREFIX = "retention-"  # a retention set's split name: retention-<name>
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,19 @@ class SplitParams:
 
 
 @dataclass(frozen=True)
+class RetentionSet:
+    """A manifest of plain speech in one language (a FLEURS or Common Voice export, say) on which 05 scores the
+    trained and the starting model: what fine-tuning cost on what the model already knew."""
+
+    name: str  # what reports call it; 01 writes it to splits/retention-<name>.tsv
+    manifest: str  # in the manifest format (translations where it has them)
+    language: Literal["vi", "en"]  # of the speech: forced for its transcripts (<|en|>, en_XX for English)
+
+    def check(self) -> list[str]:
+        return [] if re.fullmatch(r"[\w-]+", self.name) else [f"name: {self.name!r} must be letters, digits, - or _"]
+
+
+@dataclass(frozen=True)
 class EvaluationParams:
     """Decoding of the test split (05_evaluate), the bootstrap, and the targets the report marks pass or fail."""
 
@@ -64,6 +79,7 @@ class EvaluationParams:
     compression_ratio_threshold: float  # loop guard: an output compressing better than this is decoded again ...
     fallback_temperatures: tuple[float, ...]  # ... by sampling at these temperatures in turn ([]: no fallback)
     vad: bool  # long-form: cut recordings at speech with Silero VAD before decoding (false: the family's own way)
+    retention: tuple[RetentionSet, ...]  # plain-language sets scored for what fine-tuning cost ([]: none)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("num_beams", "batch_size", "max_length")
@@ -76,7 +92,13 @@ class EvaluationParams:
                             f"got {list(self.fallback_temperatures)}")
         if self.compression_ratio_threshold <= 0:
             problems.append("compression_ratio_threshold: must be above 0")
+        names = [r.name for r in self.retention]
+        problems += [f"retention: {n} is named twice" for n in sorted({n for n in names if names.count(n) > 1})]
         return problems
+
+    def retention_set(self, split: str) -> RetentionSet | None:
+        """The retention set a split name (`retention-<name>`) stands for; None for another split."""
+        return next((r for r in self.retention if split == f"{RETENTION_PREFIX}{r.name}"), None)
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,11 @@ class Params:
     def eval_sets(self) -> tuple[str, ...]:
         """What 05 scores: the test split, and the held-out segments when the params name a manifest of them."""
         return ("test", "heldout") if self.heldout_manifest else ("test",)
+
+    @property
+    def retention_splits(self) -> tuple[str, ...]:
+        """The split names of `evaluation.retention`'s sets (`retention-<name>`), which 05 scores both models on."""
+        return tuple(f"{RETENTION_PREFIX}{r.name}" for r in self.evaluation.retention)
 
     @property
     def paths(self) -> RunPaths:

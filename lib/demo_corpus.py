@@ -14,6 +14,13 @@ an annotation export would. The manifest depends only on the seed and the espeak
 `--heldout CORPUS` makes a set held out of a generated corpus: sentences from the held-out templates
 (`lib/data/demo_heldout_templates.yaml`, sentence frames the corpus never uses, filled from the same fillers), spoken
 by voices (Vietnamese voice and variant) none of the corpus' speakers has.
+
+`--plain vi|en` makes a retention set: plain Vietnamese (with translations) or plain English sentences
+(`lib/data/demo_plain_sentences.yaml`, no code-switching), spoken in that language only by espeak-ng variants
+(PLAIN_VARIANTS) that neither the corpus nor its held-out set uses:
+
+    python -m lib.demo_corpus --out data/demo-retention-vi --plain vi --utterances 20 --seed 2028 --speakers 4
+    python -m lib.demo_corpus --out data/demo-retention-en --plain en --utterances 20 --seed 2029 --speakers 4
 """
 from __future__ import annotations
 
@@ -45,6 +52,9 @@ SAMPLE_RATE = 16_000
 VI_VOICES = ("vi", "vi-vn-x-central", "vi-vn-x-south")
 EN_VOICES = ("en-us", "en")  # American, British ("en-gb" is no voice name in SSML)
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
+PLAIN_SENTENCES = Path(__file__).parent / "data" / "demo_plain_sentences.yaml"
+PLAIN_VARIANTS = {"vi": ("Andy", "Annie", "Michael", "linda"), "en": ("Gene", "Lee", "max", "m8")}  # the retention
+# sets' speakers: variants the 36 voice/variant pairs of the corpus and its held-out set do not use
 COLUMNS = ("id", "audio_path", "start", "end", "duration", "transcript", "translation", "speaker", "lang_tags",
            "domain")
 VORBIS_COMPRESSION = 0.9  # libsndfile's scale: 0 best quality, 1 smallest file
@@ -110,10 +120,10 @@ def english_inserts() -> set[str]:
 
 
 def make_voices(count: int, seed: int, taken: frozenset[tuple[str, str]] = frozenset(),
-                prefix: str = "spk") -> list[Voice]:
+                prefix: str = "spk", variants: tuple[str, ...] = VARIANTS) -> list[Voice]:
     """`count` distinct speakers: voice, variant, pitch and rate drawn from the seed; no (voice, variant) of `taken`."""
     rng = random.Random(f"voices-{seed}")
-    combos = [c for c in itertools.product(VI_VOICES, VARIANTS) if c not in taken]
+    combos = [c for c in itertools.product(VI_VOICES, variants) if c not in taken]
     rng.shuffle(combos)
     if taken and count > len(combos):
         raise ValueError(f"only {len(combos)} voices are left that the corpus does not use; ask for fewer speakers")
@@ -167,6 +177,20 @@ class SentenceMaker:
                         translation[:1].upper() + translation[1:], template["domain"])
 
 
+def plain_sentences(language: str, count: int, seed: int) -> list[Sentence]:
+    """`count` sentences of PLAIN_SENTENCES in `language`, from a seeded shuffle (in turn when more are asked for):
+    every word tagged with the language (digits `x`), Vietnamese ones with their translation."""
+    entries = yaml.safe_load(PLAIN_SENTENCES.read_text(encoding="utf-8"))[language]
+    random.Random(f"plain-{seed}").shuffle(entries)
+    sentences = []
+    for k in range(count):
+        entry = entries[k % len(entries)]
+        transcript, translation = (entry["vi"], entry["en"]) if language == "vi" else (entry, "")
+        tags = tuple(language if any(c.isalpha() for c in word) else "x" for word in transcript.split())
+        sentences.append(Sentence(transcript, tags, translation, "plain"))
+    return sentences
+
+
 def espeak_version() -> str:
     out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
     return out.split("Data at")[0].strip()
@@ -183,19 +207,26 @@ def synthesize(sentence: Sentence, voice: Voice) -> np.ndarray:
     return soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32)
 
 
-def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, heldout_from: Path | None = None) -> Path:
+def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, heldout_from: Path | None = None,
+             plain: str | None = None) -> Path:
     """Write `out/manifest.tsv`, `out/audio/<speaker>/*.ogg` and `out/generation.json`; return the manifest path.
-    With `heldout_from` (a generated corpus), the held-out templates and voices that corpus does not use."""
+    With `heldout_from` (a generated corpus), the held-out templates and voices that corpus does not use; with
+    `plain` ("vi" or "en"), plain sentences in that language spoken by PLAIN_VARIANTS."""
     out = Path(out)
     rng = random.Random(f"corpus-{seed}")
-    templates_file = HELDOUT_TEMPLATES if heldout_from else TEMPLATES
-    maker = SentenceMaker(seed, templates_file)
-    if heldout_from:
-        used = json.loads((Path(heldout_from) / "generation.json").read_text(encoding="utf-8"))["voices"]
-        voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used), prefix="held")
+    templates_file = PLAIN_SENTENCES if plain else HELDOUT_TEMPLATES if heldout_from else TEMPLATES
+    if plain:
+        voices = make_voices(speakers, seed, prefix=f"plain{plain}", variants=PLAIN_VARIANTS[plain])
+        sentences = plain_sentences(plain, utterances, seed)
     else:
-        voices = make_voices(speakers, seed)
-    sentences = [maker.make() for _ in range(utterances)]
+        if heldout_from:
+            used = json.loads((Path(heldout_from) / "generation.json").read_text(encoding="utf-8"))["voices"]
+            voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used),
+                                 prefix="held")
+        else:
+            voices = make_voices(speakers, seed)
+        maker = SentenceMaker(seed, templates_file)
+        sentences = [maker.make() for _ in range(utterances)]
     owners = [voices[i % speakers] for i in range(utterances)]
     rng.shuffle(owners)
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -212,15 +243,17 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
             rows += _write_recording(out, voice, recording, [(sentences[i], audio[i]) for i in take], rng)
     rows.sort(key=lambda r: r["id"])
     for row in rows:
-        if rng.random() < UNTRANSLATED_SHARE:
+        if rng.random() < UNTRANSLATED_SHARE and not plain:
             row["translation"] = ""
     path = atomic.write_tsv(out / "manifest.tsv", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     atomic.write_json(out / "generation.json", {
         "command": f"python -m lib.demo_corpus --out {out.as_posix()}"
                    + (f" --heldout {Path(heldout_from).as_posix()}" if heldout_from else "")
+                   + (f" --plain {plain}" if plain else "")
                    + f" --utterances {utterances} --seed {seed}" + (f" --speakers {speakers}" if speakers != 30 else ""),
         "seed": seed, "utterances": utterances, "speakers": speakers, "espeak_ng": espeak_version(),
-        "templates_file": templates_file.name, "templates": len(load_templates(templates_file)[0]),
+        "templates_file": templates_file.name,
+        "templates": None if plain else len(load_templates(templates_file)[0]), "plain": plain,
         "voices": [vars(v) for v in voices],
     })
     return path
@@ -331,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", type=int, default=30)
     parser.add_argument("--heldout", metavar="CORPUS", type=Path,
                         help="a set held out of this generated corpus: held-out templates, voices it does not use")
+    parser.add_argument("--plain", choices=("vi", "en"),
+                        help="a retention set: plain sentences in this language, spoken by voices the corpus lacks")
     parser.add_argument("--check", metavar="DIR", help="run the phoneme check on a generated corpus instead")
     parser.add_argument("--limit", type=int, help="with --check: only the first N segments")
     args = parser.parse_args(argv)
@@ -342,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not args.out:
         parser.error("--out is required")
-    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout)
+    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout, args.plain)
     summary = manifest_io.read(path).summary()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

@@ -75,7 +75,10 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     columns = {c: test[c] for c in features.ROW_COLUMNS}
     rows = {c: [values[i] for i in chosen] for c, values in columns.items()}
     label = config.result_name(name, split, untrained)
-    options = [tasks.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
+    retained = hp.retention_set(split)
+    language = retained.language if retained else tasks.SOURCE_LANGUAGE
+    options = [tasks.DecodingOptions.for_test(task, hp, language) for task in tasks.TASKS
+               if any(rows[tasks.TEXT_COLUMN[task]])]  # a set without translations (plain English) is transcribed
     started = time.perf_counter()
     decoded = decode_longest_first(family, bundle, [inputs[i][family.input_column] for i in chosen],
                                    rows["duration"], options)
@@ -84,22 +87,23 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     summary = {
         "model_type": name, "model": "untrained" if untrained else "trained", "model_path": model_path,
         "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(chosen),
-        "segments_in_split": len(test),
+        "segments_in_split": len(test), "language": language,
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,
                      "no_speech_threshold": hp.no_speech_threshold, "logprob_threshold": hp.logprob_threshold,
                      "compression_ratio_threshold": hp.compression_ratio_threshold,
                      "fallback_temperatures": list(hp.fallback_temperatures),
                      "dtype": str(bundle.model.dtype).removeprefix("torch."),
-                     "forced": {t: family.forced_prefix(t) for t in tasks.TASKS},
+                     "forced": {o.task: family.forced_prefix(o.task, language) for o in options},
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
         "bootstrap": {"resamples": hp.bootstrap_resamples, "seed": params.seed,
                       "interval": "95 % percentile bootstrap over utterances"},
         "device": str(device), "tasks": {}, "hallucination": {},
     }
-    for task, o in zip(tasks.TASKS, options):
-        frame, summary["tasks"][task], summary["hallucination"][task] = score(task, rows, decoded[task], o, params)
-        atomic.write_frame(output_dir / f"predictions_{label}_{task}.tsv", frame)
-    if split == "test" or untrained:
+    for o in options:
+        frame, summary["tasks"][o.task], summary["hallucination"][o.task] = score(o.task, rows, decoded[o.task], o,
+                                                                                  params)
+        atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
+    if split == "test" or (untrained and not retained):
         summary["hallucination"]["nonspeech"] = nonspeech_set(family, bundle, options, paths.splits / f"{split}.tsv")
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(family, bundle, rows, params, split, options)
@@ -123,6 +127,13 @@ def generalization(params: config.Params) -> dict[str, dict]:
         for split in params.evaluation.untrained:
             results[config.result_name(name, split, True)] = evaluate(params, name, split=split, untrained=True)
     return results
+
+
+def retention(params: config.Params) -> dict[str, dict]:
+    """Every family's trained and starting model on each of `evaluation.retention`'s plain-language sets, the
+    transcripts decoded in the set's language: result name -> metrics (what fine-tuning cost, `report.retention`)."""
+    return {config.result_name(name, split, untrained): evaluate(params, name, split=split, untrained=untrained)
+            for name in params.family_names for split in params.retention_splits for untrained in (False, True)}
 
 
 def load(family: families.Family, model_dir: Path) -> families.Bundle:

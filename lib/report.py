@@ -60,6 +60,30 @@ def generalization_table(params: config.Params):
     return pd.DataFrame(rows).style.hide(axis="index")
 
 
+def retention_table(params: config.Params):
+    """What fine-tuning cost: per model and retention set (`evaluation.retention`, plain speech in one language), the
+    starting model against the fine-tuned one, WER of the transcripts and BLEU of the translations where the set has
+    them, each with its 95 % interval; the change is fine-tuned minus starting (for WER, above 0 is a loss)."""
+    rows = []
+    for name in params.family_names:
+        for retained, split in zip(params.evaluation.retention, params.retention_splits):
+            found = {untrained: params.paths.metrics(name, split, untrained) for untrained in (True, False)}
+            if not all(path.exists() for path in found.values()):
+                continue
+            start, tuned = (json.loads(found[u].read_text(encoding="utf-8")) for u in (True, False))
+            for task, metric in (("transcribe", "wer"), ("translate", "bleu")):
+                if task not in tuned["tasks"]:
+                    continue
+                before, after = (s["tasks"][task]["metrics"][metric] for s in (start, tuned))
+                rows.append({"model": families.get(name).label, "set": f"{retained.name} ({retained.language})",
+                             "forced": tuned["decoding"]["forced"][task], "segments": tuned["tasks"][task]["samples"],
+                             "metric": metric.upper(), "as it started": f"{_value(before)} {_interval(before)}",
+                             "fine-tuned": f"{_value(after)} {_interval(after)}",
+                             "change": round(after["value"] - before["value"], 2)
+                             if None not in (after["value"], before["value"]) else None})
+    return pd.DataFrame(rows).style.hide(axis="index").format(precision=2, na_rep="–")
+
+
 def long_form_table(params: config.Params):
     """Each model's test scores on the segments and on the same segments joined into recordings with pauses of
     silence or noise (long-form), with their ratio (a model that still works on whole recordings keeps WER near its

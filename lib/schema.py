@@ -115,6 +115,9 @@ class TrainingParams:
     dataloader_workers: int
     resume: bool  # continue from the last complete checkpoint in the output folder
     nonspeech_share: float  # share of training inputs that are non-speech clips with the no-speech target (0: none)
+    speed_perturbation: float  # s: each training input played at 1 - s, 1 or 1 + s (lib.augment; 0: off)
+    additive_noise: float  # share of training inputs with non-speech noise mixed in at 10-20 dB SNR (0: off)
+    spec_augment: float  # share of the input's frames and of its channels SpecAugment masks in training (0: off)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
@@ -129,6 +132,10 @@ class TrainingParams:
             problems.append("epochs and learning_rate: must be above 0")
         if not 0 <= self.nonspeech_share < 1:
             problems.append("nonspeech_share: must be in [0, 1)")
+        if not 0 <= self.speed_perturbation < 0.5:
+            problems.append("speed_perturbation: must be in [0, 0.5) (0.1: the factors 0.9, 1.0, 1.1)")
+        if not 0 <= self.additive_noise <= 1 or not 0 <= self.spec_augment < 0.5:
+            problems.append("additive_noise: must be in [0, 1]; spec_augment: in [0, 0.5)")
         return problems
 
 

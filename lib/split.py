@@ -67,26 +67,32 @@ def _segment_frame(pairs) -> pd.DataFrame:
 
 def run(params: Params) -> SplitResult:
     """Stage 01: validate the manifest, split it, and write the split files, the ledger and the report; validate the
-    held-out manifest, when the params name one, into `heldout.tsv`."""
+    held-out manifest, when the params name one, into `heldout.tsv`, and each retention set into
+    `retention-<name>.tsv`."""
     manifest = manifest_io.read(params.manifest_path, on_error=params.on_error)
     result = split_and_write(manifest, params.split, params.seed, params.paths.splits)
     if params.heldout_manifest:
         result.report["heldout"] = write_heldout(resolve(params.heldout_manifest), result, params.on_error,
                                                  params.paths.splits)
+    for retained, name in zip(params.evaluation.retention, params.retention_splits):
+        result.report.setdefault("retention", {})[retained.name] = {
+            **write_heldout(resolve(retained.manifest), result, params.on_error, params.paths.splits, name),
+            "language": retained.language}
+    if params.heldout_manifest or params.evaluation.retention:
         atomic.write_json(params.paths.splits / REPORT, result.report)
     return result
 
 
-def write_heldout(path: Path, result: SplitResult, on_error: str, splits_dir: Path) -> dict:
-    """Validate a held-out manifest into `heldout.tsv` (its bad rows into `heldout_rejected.tsv`) and say how held out
-    it is: the speakers and transcripts it shares with the manifest that is split, and how much of its wording
-    (word trigrams) occurs in the train split."""
+def write_heldout(path: Path, result: SplitResult, on_error: str, splits_dir: Path, name: str = HELDOUT) -> dict:
+    """Validate a manifest kept apart from the split (held-out, or a retention set's) into `<name>.tsv` (its bad rows
+    into `<name>_rejected.tsv`) and say how held out it is: the speakers and transcripts it shares with the manifest
+    that is split, and how much of its wording (word trigrams) occurs in the train split."""
     heldout = manifest_io.read(path, on_error=on_error)
     if not heldout.segments:
         raise manifest_io.ManifestError(heldout.problems or [
-            manifest_io.Problem(heldout.path, 0, None, None, "no valid rows in the held-out manifest")])
-    manifest_io.write_segments(splits_dir / f"{HELDOUT}.tsv", heldout.columns, heldout.segments)
-    manifest_io.write_rejected(splits_dir / f"{HELDOUT}_rejected.tsv", heldout.columns, heldout.rejected)
+            manifest_io.Problem(heldout.path, 0, None, None, f"no valid rows in the {name} manifest")])
+    manifest_io.write_segments(splits_dir / f"{name}.tsv", heldout.columns, heldout.segments)
+    manifest_io.write_rejected(splits_dir / f"{name}_rejected.tsv", heldout.columns, heldout.rejected)
     speakers = {s.group for s in result.manifest.segments}
     transcripts = {s.transcript for s in result.manifest.segments}
     return {**heldout.summary(), "shared_speakers": sorted({s.group for s in heldout.segments} & speakers),

@@ -13,6 +13,7 @@ from typing import Callable
 from lib.audio import SAMPLE_RATE
 
 TASKS = ("transcribe", "translate")
+SOURCE_LANGUAGE = "vi"  # the speech's language a decode forces, unless a set names another (a retention set's "en")
 TEXT_COLUMN = {"transcribe": "transcript", "translate": "translation"}  # the manifest column each task learns
 
 
@@ -48,13 +49,16 @@ class ExampleSet:
     model input (`column`) and the task's labels.
 
     `task` names the one task of a val set (None for a training set mixing both); `lengths` (samples at 16 kHz)
-    lets the Trainer group batches by length without a pass over the data."""
+    lets the Trainer group batches by length without a pass over the data; `transform`, where given, makes each item
+    what the model reads (training's augmentation, `Family.training_transform`)."""
 
-    def __init__(self, dataset, examples: list[Example], column: str, task: str | None = None):
+    def __init__(self, dataset, examples: list[Example], column: str, task: str | None = None,
+                 transform: Callable[[dict], dict] | None = None):
         self.inputs = dataset.with_format("numpy", columns=[column])
         self.examples = examples
         self.column = column
         self.task = task
+        self.transform = transform
         durations = dataset["duration"]
         self.lengths = [int(durations[e.row] * SAMPLE_RATE) for e in examples]
         self.example_count = len(examples)
@@ -64,18 +68,20 @@ class ExampleSet:
 
     def __getitem__(self, index: int) -> dict:
         example = self.examples[index]
-        return {self.column: self.inputs[example.row][self.column], "labels": example.labels,
+        item = {self.column: self.inputs[example.row][self.column], "labels": example.labels,
                 "prefix": example.prefix}
+        return self.transform(item) if self.transform else item
 
 
 class SegmentSet:
     """Training examples grouped by the input they share: each item is one cached input (`column`) with the labels
     of each of its tasks (`task_labels`), so that a batch runs the encoder once per input (see
-    `families.base.share_encoder`). `lengths` as for ExampleSet, one per input."""
+    `families.base.share_encoder`). `lengths` and `transform` as for ExampleSet, one length per input."""
 
-    def __init__(self, dataset, examples: list[Example], column: str):
+    def __init__(self, dataset, examples: list[Example], column: str, transform: Callable[[dict], dict] | None = None):
         self.inputs = dataset.with_format("numpy", columns=[column])
         self.column = column
+        self.transform = transform
         grouped: dict[int, list[Example]] = {}
         for example in examples:
             grouped.setdefault(example.row, []).append(example)
@@ -89,8 +95,9 @@ class SegmentSet:
 
     def __getitem__(self, index: int) -> dict:
         group = self.groups[index]
-        return {self.column: self.inputs[group[0].row][self.column], "task_labels": [e.labels for e in group],
+        item = {self.column: self.inputs[group[0].row][self.column], "task_labels": [e.labels for e in group],
                 "task_prefixes": [e.prefix for e in group]}
+        return self.transform(item) if self.transform else item
 
 
 def val_sets(dataset, examples: list[Example], column: str, limit: int) -> dict[str, ExampleSet]:
@@ -145,13 +152,14 @@ class DecodingOptions:
     logprob_threshold: float = 0.0
     compression_ratio_threshold: float = 2.4
     temperatures: tuple[float, ...] = ()
+    language: str = SOURCE_LANGUAGE  # of the speech, forced for the transcript (the translation is English)
 
     @classmethod
-    def for_test(cls, task: str, evaluation) -> "DecodingOptions":
-        """The test split in 05, from the params' `evaluation` section."""
+    def for_test(cls, task: str, evaluation, language: str = SOURCE_LANGUAGE) -> "DecodingOptions":
+        """A set scored in 05 (speech in `language`), from the params' `evaluation` section."""
         return cls(task, evaluation.num_beams, evaluation.max_length, evaluation.batch_size,
                    evaluation.no_speech_threshold, evaluation.logprob_threshold,
-                   evaluation.compression_ratio_threshold, tuple(evaluation.fallback_temperatures))
+                   evaluation.compression_ratio_threshold, tuple(evaluation.fallback_temperatures), language)
 
     @classmethod
     def for_validation(cls, task: str, hp) -> "DecodingOptions":

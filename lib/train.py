@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import adapters, atomic, config, families, metrics, model_card, precision, tasks
+from lib import adapters, atomic, augment, config, families, metrics, model_card, precision, tasks
 
 log = logging.getLogger("lib.train")
 
@@ -188,11 +188,14 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")
+    column = family.training_column(hp)
+    augmented = family.training_transform(hp, bundle, family.augmentation_noises(hp, params.paths, params.seed,
+                                                                                  params.noise_dir))
     if hp.share_encoder:
-        train_dataset = tasks.SegmentSet(train_set, train_examples, family.input_column)
+        train_dataset = tasks.SegmentSet(train_set, train_examples, column, augmented)
         families.share_encoder(family, bundle)
     else:
-        train_dataset = tasks.ExampleSet(train_set, train_examples, family.input_column)
+        train_dataset = tasks.ExampleSet(train_set, train_examples, column, transform=augmented)
     eval_sets = tasks.val_sets(val_set, val_examples, family.input_column, hp.eval_segments)
 
     set_seed(params.seed)
@@ -235,7 +238,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         "global_step": trainer.state.global_step,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint else None,
         "examples": {"train": train_dataset.example_count, **{f"val_{t}": len(s) for t, s in eval_sets.items()}},
-        "share_encoder": hp.share_encoder,
+        "share_encoder": hp.share_encoder, "augmentation": augment.settings(hp),
         "filtered": len(filtered) + len(val_filtered), **settings,
         "train_seconds": previous["train_seconds"] if no_new_steps else round(seconds, 1),
         "train_samples_per_second": previous["train_samples_per_second"] if no_new_steps

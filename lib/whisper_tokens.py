@@ -7,7 +7,7 @@ The layout is the hub checkpoints': a byte-level BPE whose `<|endoftext|>` close
 """
 from __future__ import annotations
 
-SOURCE_LANGUAGE = "vi"  # forced, never detected: detection fails on code-switched audio
+SOURCE_LANGUAGE = "vi"  # forced, never detected: detection fails on code-switched audio (a retention set names its own)
 TIME_STEP = 0.02  # s between Whisper's timestamp tokens
 MAX_LABEL_TOKENS = 448  # Whisper's decoder positions
 WHISPER_LANGUAGES = 99  # whisper tiny ... large-v2; large-v3 adds <|yue|>
@@ -15,9 +15,10 @@ WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|start
                     "<|notimestamps|>")
 
 
-def prompt(task: str) -> list[str]:
-    """The tokens decoding forces for a task: `<|startoftranscript|><|vi|><|task|><|notimestamps|>`."""
-    return ["<|startoftranscript|>", f"<|{SOURCE_LANGUAGE}|>", f"<|{task}|>", "<|notimestamps|>"]
+def prompt(task: str, language: str = SOURCE_LANGUAGE) -> list[str]:
+    """The tokens decoding forces for a task: `<|startoftranscript|><|vi|><|task|><|notimestamps|>` (`<|en|>` for
+    English speech)."""
+    return ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
 
 
 def no_speech_token_id(generation_config) -> int:
@@ -26,13 +27,13 @@ def no_speech_token_id(generation_config) -> int:
     return generation_config.no_timestamps_token_id - 1
 
 
-def forced(tokenizer, generation_config, task: str) -> tuple[list[int], list[int]]:
-    """The forced prompt's ids for a task, and the ids decoding suppresses: the model's own suppress list and every
-    timestamp token. Without timestamps asked for, a timestamp in the output (as an untrained model emits) would
-    send transformers' Whisper generate into its long-form seek loop."""
+def forced(tokenizer, generation_config, task: str, language: str = SOURCE_LANGUAGE) -> tuple[list[int], list[int]]:
+    """The forced prompt's ids for a task and language, and the ids decoding suppresses: the model's own suppress
+    list and every timestamp token. Without timestamps asked for, a timestamp in the output (as an untrained model
+    emits) would send transformers' Whisper generate into its long-form seek loop."""
     timestamps = range(generation_config.no_timestamps_token_id + 1, len(tokenizer))
     suppress = sorted(set(generation_config.suppress_tokens or []) | set(timestamps))
-    return tokenizer.convert_tokens_to_ids(prompt(task)), suppress
+    return tokenizer.convert_tokens_to_ids(prompt(task, language)), suppress
 
 
 def whisper_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], specials: list[str],

@@ -18,14 +18,16 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from lib import audio, features, manifest, nonspeech, tasks
+from lib import audio, augment, features, manifest, nonspeech, tasks
 from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
 LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
 BABBLE_SEGMENTS = 24  # train segments whose speech the non-speech clips' crowd babble mixes
+WAVEFORM = "waveform"  # the training cache's column where training augments waveforms the model does not read
 
 log = logging.getLogger("lib.families")
 
@@ -68,6 +70,7 @@ class Family(abc.ABC):
     long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
     new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
     export_format: str | None = None  # what `export_models` converts to, naming 05's parity file (None: no exports)
+    waveform_input: bool = False  # the model reads the waveform itself (`input_column` holds it)
 
     REQUIRED = ("name", "label", "notebook", "params_class", "input_column", "usage")
 
@@ -156,17 +159,35 @@ class Family(abc.ABC):
     def audio_input(self, bundle: Bundle, wave: np.ndarray) -> np.ndarray:
         """The cached form of 16 kHz audio (what `prepare_features` stores for a segment)."""
 
-    def prepare_features(self, paths: RunPaths, bundle: Bundle,
-                         splits: tuple[str, ...] = SPLITS) -> dict[str, features.CachedSplit]:
-        """The splits' cached model inputs, one row per segment (computed where missing or stale)."""
+    def prepare_features(self, paths: RunPaths, bundle: Bundle, splits: tuple[str, ...] = SPLITS,
+                         column: str | None = None) -> dict[str, features.CachedSplit]:
+        """The splits' cached model inputs (or what `column` names, see `stored_as`), one row per segment (computed
+        where missing or stale)."""
+        column = column or self.input_column
+        settings, feature, convert = self.stored_as(column, bundle)
+
         def rows(segments):
             for seg in segments:
                 wave = audio.load(seg.audio, seg.start, seg.end, audio.SAMPLE_RATE)
-                yield {**features.segment_columns(seg), self.input_column: self.audio_input(bundle, wave)}
+                yield {**features.segment_columns(seg), column: convert(wave)}
 
-        settings, columns = self.cache_settings(bundle), {self.input_column: self.input_feature(bundle)}
-        return {split: features.prepare(split, paths.splits / f"{split}.tsv", paths.features / self.name, settings,
-                                        rows, columns) for split in splits}
+        return {split: features.prepare(self.cache_name(split, column), paths.splits / f"{split}.tsv",
+                                        paths.features / self.name, settings, rows, {column: feature})
+                for split in splits}
+
+    def stored_as(self, column: str, bundle: Bundle) -> tuple[dict, object, Callable[[np.ndarray], np.ndarray]]:
+        """What a cache column holds: its settings (part of the cache key), its datasets type, and how 16 kHz audio
+        becomes a value of it; the model input (`input_column`), or the waveform itself (WAVEFORM)."""
+        if column == WAVEFORM:
+            from datasets import List, Value
+
+            return ({"kind": "waveform", "version": features.FEATURE_VERSION, "dtype": "float16",
+                     "sampling_rate": audio.SAMPLE_RATE}, List(Value("float16")), lambda w: w.astype(np.float16))
+        return self.cache_settings(bundle), self.input_feature(bundle), lambda w: self.audio_input(bundle, w)
+
+    def cache_name(self, name: str, column: str) -> str:
+        """A cache's name, told apart by what it holds, so that switching augmentation on and off reuses both."""
+        return name if column == self.input_column else f"{name}-{column}"
 
     @abc.abstractmethod
     def examples(self, bundle: Bundle, dataset, split: str) -> tuple[list[tasks.Example], list[dict]]:
@@ -174,7 +195,50 @@ class Family(abc.ABC):
 
     def training_cache(self, hp, paths: RunPaths, bundle: Bundle) -> features.CachedSplit:
         """The cache training draws from (computed where missing or stale): by default the train split's segments."""
-        return self.prepare_features(paths, bundle, splits=("train",))["train"]
+        return self.prepare_features(paths, bundle, ("train",), self.training_column(hp))["train"]
+
+    def training_column(self, hp) -> str:
+        """The training cache's input column: the model input, or the waveform where the params augment waveforms
+        and the model reads something else (`training_transform` then makes its input on the fly)."""
+        return WAVEFORM if augment.on_waveforms(hp) and not self.waveform_input else self.input_column
+
+    def input_window(self, bundle: Bundle) -> float | None:
+        """The longest input the model reads, in seconds (None: any length); speed perturbation keeps within it."""
+        return None
+
+    def training_transform(self, hp, bundle: Bundle, noises: list[np.ndarray]) -> Callable[[dict], dict] | None:
+        """What training does to each item it reads (lib.augment): its waveform at a perturbed speed, with one of
+        `noises` mixed in, made the model input, and its labels' times scaled (`retimed`); None when the params
+        augment no waveforms."""
+        if not augment.on_waveforms(hp):
+            return None
+        augmentation = augment.WaveAugmentation(hp.speed_perturbation, hp.additive_noise, noises)
+        column, window = self.training_column(hp), self.input_window(bundle)
+        longest = int(window * audio.SAMPLE_RATE) if window else None
+
+        def transform(item: dict) -> dict:
+            wave, factor = augmentation(item.pop(column), augment.item_generator(), longest)
+            item[self.input_column] = self.audio_input(bundle, wave)
+            return self.retimed(bundle, item, factor) if factor != 1 else item
+
+        return transform
+
+    def retimed(self, bundle: Bundle, item: dict, factor: float) -> dict:
+        """An item whose audio plays `factor` times as fast: times in its labels divided by it (default: none)."""
+        return item
+
+    def augmentation_noises(self, hp, paths: RunPaths, seed: int, noise_dir: str = "") -> list[np.ndarray]:
+        """What additive noise mixes into training inputs: non-speech clips as `nonspeech_cache` makes them (crowd
+        babble of BABBLE_SEGMENTS train segments; `noise_dir`'s recordings), from another seed, silence left out;
+        none when `additive_noise` is off."""
+        if not hp.additive_noise:
+            return []
+        babble = [audio.load(s.audio, s.start, s.end) for s in
+                  manifest.read(paths.splits / "train.tsv").segments[:BABBLE_SEGMENTS]]
+        count = augment.NOISE_CLIPS_PER_KIND * len(nonspeech.TRAINING_KINDS)
+        clips = nonspeech.training_clips([augment.NOISE_CLIP_SECONDS] * count, seed + 1,
+                                         resolve(noise_dir) if noise_dir else None, babble)
+        return [clip.wave for clip in clips if clip.kind != "silence"]
 
     def training_examples(self, hp, bundle: Bundle, dataset, seed: int) -> tuple[list[tasks.Example], list[dict]]:
         """The examples training draws from `dataset` (the rows of `training_cache`), and those left out."""
@@ -211,7 +275,9 @@ class Family(abc.ABC):
         folder = resolve(noise_dir) if noise_dir else None
         listing = [f"{p.relative_to(folder)}:{p.stat().st_size}" for p in nonspeech.noise_files(folder)] if folder \
             else []
-        settings = {**self.cache_settings(bundle), "nonspeech": nonspeech.VERSION, "count": count, "seed": seed,
+        column = self.training_column(hp)
+        stored, _, convert = self.stored_as(column, bundle)
+        settings = {**stored, "nonspeech": nonspeech.VERSION, "count": count, "seed": seed,
                     "durations": durations, "noise_dir": listing, "babble_segments": BABBLE_SEGMENTS}
         extra = {c: t for c, t in speech.features.items() if c not in features.ROW_COLUMNS}
 
@@ -220,10 +286,10 @@ class Family(abc.ABC):
             for i, clip in enumerate(nonspeech.training_clips(durations, seed, folder, babble)):
                 yield {"id": f"nonspeech-{i:05d}", "speaker": "", "transcript": "", "translation": "",
                        "lang_tags": "", "duration": len(clip.wave) / audio.SAMPLE_RATE,
-                       **{c: [] for c in extra}, self.input_column: self.audio_input(bundle, clip.wave)}
+                       **{c: [] for c in extra}, column: convert(clip.wave)}
 
-        return features.prepare("train-nonspeech", paths.splits / "train.tsv", paths.features / self.name, settings,
-                                rows, extra)
+        return features.prepare(self.cache_name("train-nonspeech", column), paths.splits / "train.tsv",
+                                paths.features / self.name, settings, rows, extra)
 
     @abc.abstractmethod
     def model_inputs(self, bundle: Bundle, inputs: list[np.ndarray]) -> dict:
@@ -266,8 +332,8 @@ class Family(abc.ABC):
     # --- decoding ----------------------------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def forced_prefix(self, task: str) -> str:
-        """What decoding forces for the task, as the metrics file records it."""
+    def forced_prefix(self, task: str, language: str = tasks.SOURCE_LANGUAGE) -> str:
+        """What decoding forces for the task on speech in `language`, as the metrics file records it."""
 
     @abc.abstractmethod
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:

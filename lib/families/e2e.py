@@ -19,6 +19,7 @@ from lib.families.base import Bundle, Family, local_or_hub, unwrap
 from lib.schema import TrainingParams, resolve
 
 LANGUAGE_CODES = {"transcribe": "vi_VN", "translate": "en_XX"}  # mBART-50 codes of each task's target text
+SPEECH_CODES = {"vi": "vi_VN", "en": "en_XX"}  # a transcript's code, by the language of the speech
 MBART_DECODER_START = 2  # </s>, as in mBART-50
 NEW_MODULES = ("adapter", "enc_to_dec_proj")  # wav2vec2's adapter and the 768 -> 1024 bridge start random
 
@@ -42,6 +43,7 @@ class E2E(Family):
     input_column = "input_values"
     sampling = "group_by_length"
     new_modules = NEW_MODULES
+    waveform_input = True
     usage = """
 from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
 
@@ -59,7 +61,7 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
         build_tiny_e2e(resolve(hp.encoder), resolve(hp.decoder), texts, seed=seed)
 
     def load(self, hp: E2EParams) -> Bundle:
-        return load_e2e(local_or_hub(hp.encoder), local_or_hub(hp.decoder))
+        return load_e2e(local_or_hub(hp.encoder), local_or_hub(hp.decoder), spec_augment=hp.spec_augment)
 
     def load_trained(self, folder: Path) -> Bundle:
         from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
@@ -122,12 +124,13 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
     def max_label_tokens(self, bundle: Bundle) -> int:
         return unwrap(bundle.model).config.decoder.max_position_embeddings
 
-    def forced_prefix(self, task: str) -> str:
-        return LANGUAGE_CODES[task]
+    def forced_prefix(self, task: str, language: str = tasks.SOURCE_LANGUAGE) -> str:
+        return SPEECH_CODES[language] if task == "transcribe" else LANGUAGE_CODES[task]
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
-        """Start with </s> and force the task's language code as the first generated token."""
-        return {"forced_bos_token_id": bundle.tokenizer.convert_tokens_to_ids(LANGUAGE_CODES[options.task]),
+        """Start with </s> and force the target text's language code as the first generated token."""
+        code = self.forced_prefix(options.task, options.language)
+        return {"forced_bos_token_id": bundle.tokenizer.convert_tokens_to_ids(code),
                 "decoder_start_token_id": MBART_DECODER_START, "use_cache": True,
                 "max_length": options.max_length, "num_beams": options.num_beams}
 
@@ -135,8 +138,9 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
 FAMILY = E2E()
 
 
-def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True) -> Bundle:
-    """wav2vec2 + mBART-50 as a SpeechEncoderDecoderModel, from hub ids or folders.
+def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True, spec_augment: float = 0.0) -> Bundle:
+    """wav2vec2 + mBART-50 as a SpeechEncoderDecoderModel, from hub ids or folders; in training, wav2vec2's own
+    SpecAugment masks `spec_augment` of its feature frames and of their channels, in spans of 10 (at 0, none).
 
     `from_encoder_decoder_pretrained` loads the mBART checkpoint into an MBartForCausalLM, which looks for
     `model.decoder.embed_tokens.weight` and `lm_head.weight`; an MBartForConditionalGeneration checkpoint stores them as
@@ -150,7 +154,7 @@ def load_e2e(encoder: str | Path, decoder: str | Path, adapter: bool = True) -> 
 
     model = SpeechEncoderDecoderModel.from_encoder_decoder_pretrained(
         str(encoder), str(decoder), encoder_add_adapter=adapter, encoder_layerdrop=0.0,  # layerdrop breaks DDP
-        encoder_feat_proj_dropout=0.0, encoder_mask_time_prob=0.0)
+        encoder_feat_proj_dropout=0.0, encoder_mask_time_prob=spec_augment, encoder_mask_feature_prob=spec_augment)
     source = MBartForConditionalGeneration.from_pretrained(str(decoder))
     with torch.no_grad():
         model.decoder.model.decoder.load_state_dict(source.model.decoder.state_dict())

@@ -22,7 +22,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from lib import audio, features, nonspeech, packing, tasks
+from lib import audio, augment, features, nonspeech, packing, tasks
 from lib.families.base import Bundle, Export, Family, local_or_hub, sampling_arguments, seeded, select_rows, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
@@ -140,7 +140,12 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         return {**super().describe(bundle), "input window (s)": bundle.feature_extractor.chunk_length}
 
     def setup_training(self, bundle: Bundle, hp: WhisperParams) -> dict:
-        bundle.model.config.use_cache = False  # gradient checkpointing and training need no KV cache
+        """No KV cache; SpecAugment as Whisper's config sets it: `spec_augment` of the frames and of the mel bins
+        masked, in spans of 10 (`mask_time_length`, `mask_feature_length`), at least 2 time spans per input."""
+        config = bundle.model.config
+        config.use_cache = False  # gradient checkpointing and training need no KV cache
+        config.apply_spec_augment = hp.spec_augment > 0
+        config.mask_time_prob = config.mask_feature_prob = hp.spec_augment
         return {}
 
     # --- inputs ------------------------------------------------------------------------------------------------------
@@ -192,22 +197,38 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         that many seconds: one row per window, with its segments' times and texts (packing.WINDOW_COLUMNS)."""
         if not hp.pack_seconds:
             return super().training_cache(hp, paths, bundle)
-        extractor = bundle.feature_extractor
+        column = self.training_column(hp)
+        stored, feature, convert = self.stored_as(column, bundle)
+        seconds = augment.pack_seconds(hp.pack_seconds, hp.speed_perturbation)  # still fits at the slowest speed
         noisy_pauses = hp.nonspeech_share > 0  # the pauses between a window's segments get room tone or noise
-        settings = {**self.cache_settings(bundle), "kind": "whisper-log-mel-windows", "seconds": hp.pack_seconds,
-                    "gap": packing.PACK_GAP, "packing": PACKING_VERSION, "noisy_pauses": noisy_pauses}
+        settings = {**stored, "kind": f"{stored['kind']}-windows", "seconds": seconds, "gap": packing.PACK_GAP,
+                    "packing": PACKING_VERSION, "noisy_pauses": noisy_pauses}
 
         def rows(segments):
-            for window in packing.pack(segments, hp.pack_seconds, training_stream):
+            for window in packing.pack(segments, seconds, training_stream):
                 fill = nonspeech.gap_filler(window[0].id, packing.PACK_GAP, packing.PACK_GAP) if noisy_pauses else None
                 wave, starts, ends = packing.join(window, audio.SAMPLE_RATE, fill)
                 yield {**packing.window_columns(window), "duration": len(wave) / audio.SAMPLE_RATE,
-                       "input_features": log_mel(wave, extractor), "starts": starts, "ends": ends,
+                       column: convert(wave), "starts": starts, "ends": ends,
                        "texts": [seg.transcript for seg in window], "translations": [seg.translation for seg in window]}
 
-        columns = {**packing.window_features(), self.input_column: self.input_feature(bundle)}
-        return features.prepare("train-windows", paths.splits / "train.tsv", paths.features / self.name, settings,
-                                rows, columns)
+        columns = {**packing.window_features(), column: feature}
+        return features.prepare(self.cache_name("train-windows", column), paths.splits / "train.tsv",
+                                paths.features / self.name, settings, rows, columns)
+
+    def input_window(self, bundle: Bundle) -> float:
+        return float(bundle.feature_extractor.chunk_length)
+
+    def retimed(self, bundle: Bundle, item: dict, factor: float) -> dict:
+        """Timestamp tokens divided by `factor`, on Whisper's 0.02 s grid."""
+        first = bundle.tokenizer.convert_tokens_to_ids("<|0.00|>")
+
+        def scaled(labels):
+            return [first + round((t - first) / factor) if t >= first else t for t in labels]
+
+        if "task_labels" in item:
+            return {**item, "task_labels": [scaled(labels) for labels in item["task_labels"]]}
+        return {**item, "labels": scaled(item["labels"])}
 
     def nonspeech_examples(self, bundle: Bundle, row: int) -> list[tasks.Example]:
         """Whisper's pretraining target for audio without speech, `<|startoftranscript|>` + the no-speech token +
@@ -233,7 +254,13 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         return {"input_features": torch.from_numpy(pad_log_mel(inputs, window))}
 
     def encode(self, bundle: Bundle, batch: dict) -> dict:
-        return {"encoder_outputs": unwrap(bundle.model).get_encoder()(batch["input_features"])}
+        """The encoder output; in training, of the input SpecAugment masked first, as Whisper's own forward does only
+        when it runs the encoder itself (never with `share_encoder`)."""
+        model = unwrap(bundle.model)
+        features = batch["input_features"]
+        if model.training:
+            features = model.model._mask_input_features(features)  # unchanged unless config.apply_spec_augment
+        return {"encoder_outputs": model.get_encoder()(features)}
 
     def share(self, encoded: dict, index) -> dict:
         return encoded  # one encoder output per input: the cross-attention projections repeat their keys and values
@@ -244,13 +271,13 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
 
     # --- decoding ----------------------------------------------------------------------------------------------------
 
-    def forced_prefix(self, task: str) -> str:
-        return "".join(prompt(task)[1:])
+    def forced_prefix(self, task: str, language: str = SOURCE_LANGUAGE) -> str:
+        return "".join(prompt(task, language)[1:])
 
     def generate_arguments(self, options: tasks.DecodingOptions) -> dict:
         """Plain transformers `generate()` arguments that decode as `options` do: the language and task, the gate and
         the temperature fallback (what the model card states)."""
-        return {"language": SOURCE_LANGUAGE, "task": options.task, **gate_arguments(options, TOKEN_COMPRESSION)}
+        return {"language": options.language, "task": options.task, **gate_arguments(options, TOKEN_COMPRESSION)}
 
     def usage_for(self, options: tasks.DecodingOptions) -> str:
         arguments = "\n".join(f"    {key}={value!r}," for key, value in self.generate_arguments(options).items())
@@ -268,9 +295,9 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         generation.save_pretrained(folder)
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
-        """Force the language and task, keep the KV cache, suppress what `whisper_tokens.forced` says."""
-        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task)
-        return {"language": SOURCE_LANGUAGE, "task": options.task, "use_cache": True,
+        """Force the options' language and task, keep the KV cache, suppress what `whisper_tokens.forced` says."""
+        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task, options.language)
+        return {"language": options.language, "task": options.task, "use_cache": True,
                 "max_length": options.max_length, "num_beams": options.num_beams, "suppress_tokens": suppress}
 
     def max_label_tokens(self, bundle: Bundle) -> int:
@@ -326,7 +353,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             chunk = inputs[first:first + size]
             encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
             for o in options:
-                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task)
+                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task, o.language)
 
                 def again(rows: list[int], temperature: float, o=o, ids=ids, suppress=suppress,
                           encoded=encoded) -> tasks.Decoded:
@@ -374,7 +401,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             with torch.inference_mode():
                 for o in options:
                     out = model.generate(input_features=batch.input_features.to(device, model.dtype),
-                                         attention_mask=batch.attention_mask.to(device), language=SOURCE_LANGUAGE,
+                                         attention_mask=batch.attention_mask.to(device), language=o.language,
                                          task=o.task, num_beams=o.num_beams, return_timestamps=True,
                                          return_segments=True, condition_on_prev_tokens=False,
                                          **gate_arguments(o, TOKEN_COMPRESSION))

@@ -119,8 +119,8 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
         return {"encoder_outputs": encoder(batch["input_features"], attention_mask=batch["attention_mask"]),
                 "attention_mask": batch["attention_mask"]}
 
-    def forced_prefix(self, task: str) -> str:
-        return TASK_TOKENS[task]
+    def forced_prefix(self, task: str, language: str = tasks.SOURCE_LANGUAGE) -> str:
+        return TASK_TOKENS[task]  # a transcript in whichever language is spoken
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
         return {"forced_bos_token_id": bundle.tokenizer.convert_tokens_to_ids(TASK_TOKENS[options.task]),
