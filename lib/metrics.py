@@ -227,6 +227,37 @@ def translation_scores(references: list[str], hypotheses: list[str], resamples: 
     return TranslationScores(scores, signatures, utterances)
 
 
+def paired_difference(references: list[str], baseline: list[str], candidate: list[str], metric: str,
+                      resamples: int = 1000, seed: int = 0) -> Score:
+    """`candidate`'s corpus WER or BLEU (`metric`) minus `baseline`'s on the same utterances, with a 95 % paired
+    bootstrap interval: both scored on each resampled set of utterances, so what the utterances share cancels out."""
+    if metric == "wer":
+        pairs = [(text.normalize_for_scoring(r), text.normalize_for_scoring(a), text.normalize_for_scoring(b))
+                 for r, a, b in zip(references, baseline, candidate, strict=True)]
+        kept = [(r, (a, b)) for r, a, b in pairs if r]  # references that normalize to nothing are not scored
+
+        def counts(ref, hyp):
+            found = jiwer.process_words(ref, hyp)
+            return [found.substitutions + found.deletions + found.insertions, len(ref.split())]
+
+        stats = [np.array([counts(r, hyps[side]) for r, hyps in kept], dtype=np.float64) for side in (0, 1)]
+
+        def score(side_stats, rows):
+            return 100.0 * side_stats[rows, 0].sum() / side_stats[rows, 1].sum()
+    else:
+        bleu = BLEU()
+        stats = [np.array(bleu._extract_corpus_statistics(h, [references]), dtype=np.float64)
+                 for h in (baseline, candidate)]  # private, as in `translation_scores`
+
+        def score(side_stats, rows):
+            return bleu._compute_score_from_stats(side_stats[rows].sum(0)).score
+    every = np.arange(len(stats[0]))
+    value = score(stats[1], every) - score(stats[0], every)
+    samples = [score(stats[1], rows) - score(stats[0], rows) for rows in _resample_indices(len(every), resamples, seed)]
+    low, high = np.percentile(samples, [2.5, 97.5]) if samples else (None, None)
+    return Score(value, low, high, len(every))
+
+
 # --- bootstrap ----------------------------------------------------------------------------------------------------
 
 def _resample_indices(n: int, resamples: int, seed: int) -> np.ndarray:

@@ -137,3 +137,19 @@ def test_runaway_hypotheses_and_the_hallucination_share():
                                    ["xin chào", "cảm ơn cảm ơn cảm ơn cảm ơn", "tạm biệt " + "bye " * 20])
     assert found == {"segments": 3, "loops": 2, "runs_away": 1, "share": 66.67,
                      "examples": ["cảm ơn cảm ơn cảm ơn cảm ơn", "tạm biệt " + "bye " * 20]}
+
+
+def test_a_paired_difference_is_the_difference_of_the_corpus_scores_with_an_interval_around_it():
+    references = ["xin chào các bạn", "tôi đi học", "hôm nay trời đẹp", "em gửi report nhé"] * 5
+    before = ["xin chào bạn", "tôi đi", "hôm nay trời đẹp", "em gửi report nhé"] * 5
+    after = ["xin chào các bạn", "tôi đi học", "hôm nay đẹp", "em gửi report nhé"] * 5
+    found = metrics.paired_difference(references, before, after, "wer", resamples=300, seed=1)
+    assert found.value == pytest.approx(metrics.wer(references, after) - metrics.wer(references, before))
+    assert found.low < found.value < found.high and found.count == 20
+    same = metrics.paired_difference(references, before, before, "wer", resamples=300, seed=1)
+    assert (same.value, same.low, same.high) == (0, 0, 0)
+    english = ["I will send the report today", "the cat sat on the mat"] * 10
+    worse = metrics.paired_difference(english, english, ["I send report today", "the cat sat on the mat"] * 10,
+                                      "bleu", resamples=300, seed=1)
+    assert worse.high < 0 and worse.value == pytest.approx(
+        metrics.bleu(english, ["I send report today", "the cat sat on the mat"] * 10) - 100)
