@@ -37,8 +37,8 @@ lock:
 	rm -rf .lock-venv $(STAMP)
 	$(MAKE) test
 
-# CPU benchmarks against the reference recipe, training at whisper-base size included (about 30 minutes on 2 cores);
-# tables printed, JSON in outputs/bench/.
+# CPU benchmarks against the reference recipe, training at whisper-base size included (about 2.5 hours on 2 cores,
+# bench.augment most of it); tables printed, JSON in outputs/bench/.
 bench: setup
 	$(PY) -m bench.prepare
 	$(PY) -m bench.padding
@@ -46,6 +46,7 @@ bench: setup
 	$(PY) -m bench.train
 	$(PY) -m bench.packing
 	$(PY) -m bench.nonspeech
+	$(PY) -m bench.augment
 
 # Long-form decoding of recordings of minutes, with the demo's fine-tuned whisper-base (run `make demo` first).
 bench-longform: setup

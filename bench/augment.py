@@ -64,8 +64,8 @@ def case_params(case: str, seed: int) -> config.Params:
     pieces = {key: 0 for key in augment.settings(config.load("params/demo.yaml").whisper)} | CASES[case]
     return common.bench_params(f"augment/{slug}-{seed}", {
         "manifest": str(subset), "heldout_manifest": heldout_manifest(), "seed": seed, "families": ["whisper"],
-        "whisper": {"pack_seconds": augment.pack_seconds(WINDOW, 0.1), "epochs": EPOCHS, "checkpoint_steps": 10_000,
-                    **pieces},
+        "whisper": {"pack_seconds": WINDOW if pieces["speed_perturbation"] else augment.pack_seconds(WINDOW, 0.1),
+                    "epochs": EPOCHS, "checkpoint_steps": 10_000, **pieces},  # 27 s windows in every case
         "evaluation": {"segments": 0, "long_form_seconds": 0, "untrained": [], "bootstrap_resamples": 1000}},
         fresh=False, whisper_base=True)
 
@@ -95,6 +95,30 @@ def run(case: str, seed: int) -> dict:
     atomic.write_json(kept, found)
     shutil.rmtree(params.paths.model("whisper"), ignore_errors=True)  # 300 MB a case; the scores are kept
     return found
+
+
+def draw_seconds(case: str, seed: int) -> dict:
+    """What drawing the waveform augmentation costs once over every training input (speed, noise and the log-mel made
+    after them), against the same inputs' log-mels as the cache holds them: the on-the-fly cost per epoch, and the
+    cost of a cached variant (cached variants would pay it once per variant and could not draw noise anew)."""
+    import time
+
+    params = case_params(case, seed)
+    family, hp = families.get("whisper"), params.whisper
+    bundle = family.starting_model(hp, params.paths, params.seed)
+    dataset, _, _ = family.training_data(hp, params.paths, bundle, params.seed, params.noise_dir)
+    transform = family.training_transform(hp, bundle, family.augmentation_noises(hp, params.paths, params.seed))
+    column = family.training_column(hp)
+    rows = dataset.with_format("numpy", columns=[column])
+    began = time.perf_counter()
+    for i in range(len(dataset)):
+        transform({column: rows[i][column], "labels": []})
+    augmented = time.perf_counter() - began
+    began = time.perf_counter()
+    for i in range(len(dataset)):
+        family.audio_input(bundle, rows[i][column].astype("float32"))
+    plain = time.perf_counter() - began
+    return {"inputs": len(dataset), "augmented_seconds": round(augmented, 2), "log_mel_seconds": round(plain, 2)}
 
 
 def paired(case: dict, baseline: dict, task: str, metric: str) -> dict:
@@ -140,8 +164,10 @@ def main() -> None:
                                sum(line["speech_seconds_per_second"] for line in mine) / len(mine),
                                sum(runs["none", line["seed"]]["speech_seconds_per_second"] for line in mine)
                                / len(mine)))
+    draws = draw_seconds("all three", SEEDS[0])
+    print("one pass of the waveform augmentation over the training inputs:", draws)
     common.report("augment", rows, {"cases": CASES, "subset_per_speaker": SUBSET_PER_SPEAKER, "epochs": EPOCHS,
-                                    "close_points": CLOSE, "table": table})
+                                    "close_points": CLOSE, "table": table, "one_pass_of_the_draws": draws})
 
 
 if __name__ == "__main__":

@@ -63,10 +63,11 @@ def generalization_table(params: config.Params):
 def retention_table(params: config.Params):
     """What fine-tuning cost: per model and retention set (`evaluation.retention`, plain speech in one language), the
     starting model against the fine-tuned one, WER of the transcripts and BLEU of the translations where the set has
-    them, each with its 95 % interval; the change is fine-tuned minus starting (for WER, above 0 is a loss)."""
-    rows = []
+    them, each with its 95 % interval, and the change (fine-tuned minus starting; for WER, above 0 is a loss) with
+    its paired interval over the same segments."""
+    rows, hp = [], params.evaluation
     for name in params.family_names:
-        for retained, split in zip(params.evaluation.retention, params.retention_splits):
+        for retained, split in zip(hp.retention, params.retention_splits):
             found = {untrained: params.paths.metrics(name, split, untrained) for untrained in (True, False)}
             if not all(path.exists() for path in found.values()):
                 continue
@@ -75,13 +76,18 @@ def retention_table(params: config.Params):
                 if task not in tuned["tasks"]:
                     continue
                 before, after = (s["tasks"][task]["metrics"][metric] for s in (start, tuned))
+                predictions = [evaluate.read_predictions(params.paths.results, config.result_name(name, split, u),
+                                                         task) for u in (True, False)]
+                change = metrics.paired_difference(predictions[0]["reference"].tolist(),
+                                                   predictions[0]["hypothesis"].tolist(),
+                                                   predictions[1]["hypothesis"].tolist(), metric,
+                                                   hp.bootstrap_resamples, params.seed).to_dict()
                 rows.append({"model": families.get(name).label, "set": f"{retained.name} ({retained.language})",
                              "forced": tuned["decoding"]["forced"][task], "segments": tuned["tasks"][task]["samples"],
                              "metric": metric.upper(), "as it started": f"{_value(before)} {_interval(before)}",
                              "fine-tuned": f"{_value(after)} {_interval(after)}",
-                             "change": round(after["value"] - before["value"], 2)
-                             if None not in (after["value"], before["value"]) else None})
-    return pd.DataFrame(rows).style.hide(axis="index").format(precision=2, na_rep="–")
+                             "change": f"{change['value']:+.1f} {_interval(change)}"})
+    return pd.DataFrame(rows).style.hide(axis="index")
 
 
 def long_form_table(params: config.Params):

@@ -101,3 +101,21 @@ def test_each_stretch_keeps_the_speakers_voice():
     after = demo_corpus.phonemes("trước tuần này", ["-v", "vi-vn-x-south"])
     northern = demo_corpus.phonemes("trước tuần này", ["-v", "vi"])
     assert after != northern and spoken.endswith(after)  # the Southern voice, also after the English word
+
+
+def test_the_retention_sets_are_plain_speech_by_voices_no_other_demo_set_has():
+    import json
+
+    used = {(v["vi_voice"], v["variant"]) for folder in ("demo", "demo-heldout")
+            for v in json.loads((DEMO.parent / folder / "generation.json").read_text())["voices"]}
+    for language in ("vi", "en"):
+        folder = DEMO.parent / f"demo-retention-{language}"
+        voices = json.loads((folder / "generation.json").read_text())["voices"]
+        assert {v["variant"] for v in voices} <= set(demo_corpus.PLAIN_VARIANTS[language])
+        assert not {v["variant"] for v in voices} & {variant for _, variant in used}
+        found = manifest.read(folder / "manifest.tsv")
+        assert len(found.segments) == 20 and not found.rejected
+        assert all(set(s.lang_tags) <= {language, "x"} for s in found.segments)
+        assert all(bool(s.translation) == (language == "vi") for s in found.segments)
+    sentences = demo_corpus.plain_sentences("en", 3, seed=1)
+    assert all(s.translation == "" and set(s.lang_tags) == {"en"} for s in sentences)

@@ -164,3 +164,14 @@ def test_lora_trains_the_randomly_started_adapter_in_full_and_merges_it(folders)
     assert any(torch.equal(p, adapter) for n, p in plain.named_parameters() if n.startswith("encoder.adapter."))
     assert "encoder.adapter.layers.0.conv.weight" in plain.state_dict()
     assert e2e.is_lna_parameter("enc_to_dec_proj.weight") and e2e.is_lna_parameter("encoder.adapter.layers.0.conv.bias")
+
+
+def test_english_speech_is_transcribed_with_the_english_code(folders):
+    bundle = e2e.load_e2e(*folders)
+    family = families.get("e2e")
+    english = tasks.DecodingOptions("transcribe", 1, 8, 4, language="en")
+    en_xx = bundle.tokenizer.convert_tokens_to_ids("en_XX")
+    assert family.generation_kwargs(bundle, english)["forced_bos_token_id"] == en_xx
+    assert family.generation_kwargs(bundle, tasks.DecodingOptions("transcribe", 1, 8, 4))["forced_bos_token_id"] == \
+        bundle.tokenizer.convert_tokens_to_ids("vi_VN")
+    assert family.forced_prefix("transcribe", "en") == family.forced_prefix("translate") == "en_XX"

@@ -100,6 +100,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
 
     check_evaluation(out, corpus)
     check_generalization(out)
+    check_retention(out)
     check_model_card(out)
     check_charts(out)
 
@@ -208,6 +209,27 @@ def check_generalization(out):
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
     assert "long-form WER" in shown and "words written in pauses" in shown and "non-speech, transcribes with text" in shown and "never in training" in shown
+
+
+def check_retention(out):
+    """01 validates the demo's plain Vietnamese and plain English sets, and 05 scores the starting and the trained
+    model of each family on both, the English transcripts decoded as English."""
+    report = json.loads((out / "splits" / "split_report.json").read_text())
+    assert {name: found["language"] for name, found in report["retention"].items()} == {"vi": "vi", "en": "en"}
+    forced = {"whisper": {"vi": "<|vi|><|transcribe|><|notimestamps|>", "en": "<|en|><|transcribe|><|notimestamps|>"},
+              "e2e": {"vi": "vi_VN", "en": "en_XX"}}
+    for name in ("whisper", "e2e"):
+        for language in ("vi", "en"):
+            rows = len((out / "splits" / f"retention-{language}.tsv").read_text().splitlines()) - 1
+            for label in (f"{name}_retention-{language}", f"{name}_untrained_retention-{language}"):
+                summary = json.loads((out / "results" / f"{label}_metrics.json").read_text())
+                assert summary["language"] == language and summary["segments"] == rows == 20
+                assert summary["decoding"]["forced"]["transcribe"] == forced[name][language]
+                assert set(summary["tasks"]) == ({"transcribe", "translate"} if language == "vi" else {"transcribe"})
+                assert "nonspeech" not in summary["hallucination"]
+    shown = "".join(str(o) for c in nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4).cells
+                    if c.cell_type == "code" for o in c.outputs)
+    assert "en (en)" in shown and ("&lt;|en|&gt;&lt;|transcribe|&gt;" in shown or "<|en|><|transcribe|>" in shown)
 
 
 def check_model_card(out):

@@ -71,6 +71,22 @@ def test_generation_forces_language_and_task_and_stays_short_form(tiny):
     assert texts["translate"] == family.decode(tiny, [mel, mel], [options])["translate"]  # one encoder pass for both
 
 
+def test_english_speech_is_transcribed_with_the_english_token(tiny, monkeypatch):
+    from lib.whisper_tokens import forced
+
+    family = families.get("whisper")
+    english = tasks.DecodingOptions("transcribe", 1, 12, 16, language="en")
+    assert family.generation_kwargs(tiny, english)["language"] == "en"
+    assert family.forced_prefix("transcribe", "en") == "<|en|><|transcribe|><|notimestamps|>"
+    prompt, _ = forced(tiny.tokenizer, tiny.model.generation_config, "transcribe", "en")
+    assert tiny.tokenizer.convert_ids_to_tokens(prompt)[:2] == ["<|startoftranscript|>", "<|en|>"]  # ctranslate2's
+    seen = []
+    generate = tiny.model.generate
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: seen.append(k["language"]) or generate(*a, **k))
+    family.decode(tiny, [np.zeros((120, 80), np.float16)], [english])
+    assert seen and set(seen) == {"en"}
+
+
 def test_padded_log_mel_equals_the_extractors_30s_input(tmp_path):
     from transformers import WhisperFeatureExtractor
 
