@@ -23,7 +23,7 @@ import json
 import shutil
 
 from bench import common
-from lib import atomic, augment, config, demo_corpus, evaluate, families, metrics, tasks, train
+from lib import atomic, augment, config, demo_corpus, evaluate, families, metrics, tasks
 
 SUBSET_PER_SPEAKER = 8  # demo segments per speaker trained on (the split keeps a fifth of the speakers out)
 EPOCHS = 2.0
@@ -90,7 +90,7 @@ def run(case: str, seed: int) -> dict:
                          (("transcribe", "wer"), ("translate", "bleu"))},
              "heldout_segments": heldout["segments"],
              "retention_wer": {split: s["tasks"]["transcribe"]["metrics"]["wer"] for split, s in retained.items()},
-             "predictions": {task: {"reference": frame["reference"].tolist(), "hypothesis": frame["hypothesis"].tolist()}
+             "predictions": {task: {column: frame[column].tolist() for column in ("reference", "hypothesis")}
                              for task, frame in predictions.items()}}
     atomic.write_json(kept, found)
     shutil.rmtree(params.paths.model("whisper"), ignore_errors=True)  # 300 MB a case; the scores are kept

@@ -1,6 +1,7 @@
 """Audio decoding: soundfile reads the file, a segment is cut by start/end, channels are averaged, soxr resamples."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,19 @@ def probe(path: str | Path) -> AudioInfo:
     if info.frames <= 0 or info.samplerate <= 0:
         raise AudioError(f"audio file holds no samples: {path}")
     return AudioInfo(path, info.samplerate, info.channels, info.frames)
+
+
+def truncation(path: str | Path) -> str | None:
+    """Why libsndfile finds a readable file cut short, or None: a WAV whose data chunk declares more than the file
+    holds (not the placeholder sizes a streaming writer leaves, 0 and 0xFFFFFFFF), or an Ogg stream without its last
+    page. Such a file reads, but only up to where it was cut."""
+    report = sf.info(str(path)).extra_info
+    for declared, held in re.findall(r"data : (\d+) \(should be (\d+)\)", report):
+        if int(held) < int(declared) and int(declared) not in (0, 0xFFFFFFFF):
+            return f"truncated: its header declares {int(declared)} bytes of audio, the file holds {int(held)}"
+    if "lacks an end-of-stream" in report:
+        return "truncated: the Ogg stream ends before its last page"
+    return None
 
 
 def load(path: str | Path, start: float | None = None, end: float | None = None,

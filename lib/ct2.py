@@ -537,13 +537,16 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
     if quantization not in QUANTIZATIONS + ("float32", "bfloat16"):
         raise ValueError(f"quantization: expected one of {', '.join(QUANTIZATIONS + ('float32', 'bfloat16'))}, "
                          f"got {quantization!r}")
-    from transformers import WhisperFeatureExtractor
+    from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperProcessor
 
     model_dir = Path(model_dir)
     with atomic.folder(out) as staging:
         TransformersConverter(str(model_dir), copy_files=["tokenizer.json"]).convert(
             str(staging), quantization=quantization, force=True)
-        # transformers 5 keeps the feature extractor's settings inside processor_config.json; write them on their own
+        # the processor and generation settings, for lib.transcribe (Whisper.load_export); transformers 5 keeps the
+        # feature extractor's settings inside processor_config.json, faster-whisper reads them on their own
+        WhisperProcessor.from_pretrained(model_dir).save_pretrained(staging)
+        GenerationConfig.from_pretrained(model_dir).save_pretrained(staging)
         WhisperFeatureExtractor.from_pretrained(model_dir).to_json_file(staging / PREPROCESSOR_FILE)
         if check:
             ctranslate2.models.Whisper(str(staging), device="cpu")

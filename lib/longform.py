@@ -17,23 +17,41 @@ HOW = "cut at speech by Silero VAD, each span decoded as a segment"  # as the me
 def decode(family: families.Family, bundle: families.Bundle, waves: list[np.ndarray],
            options: list[tasks.DecodingOptions], use_vad: bool = True) -> dict[str, list[list[tasks.Piece]]]:
     """Task -> each recording's pieces of text, in time order: with `use_vad`, one piece per span of speech the VAD
-    finds (gated and decoded as 05 decodes segments, longest first); without, the family's `decode_long`."""
-    if not use_vad:
-        return family.decode_long(bundle, waves, options)
+    finds (gated and decoded as 05 decodes segments, longest first); without, the family's `decode_long` where its
+    backend has one, else one piece per window of `span_seconds` (`windows`)."""
     longest = family.span_seconds(bundle)
-    spans = [(k, start, end) for k, wave in enumerate(waves) for start, end in vad.speech_spans(wave, longest)]
+    if not use_vad and family.decodes_long(bundle):
+        return family.decode_long(bundle, waves, options)
+    cut = vad.speech_spans if use_vad else windows
+    spans = [(k, start, end) for k, wave in enumerate(waves) for start, end in cut(wave, longest)]
+    return decode_spans(family, bundle, waves, spans, options)
+
+
+def windows(wave: np.ndarray, seconds: float) -> list[tuple[float, float]]:
+    """A recording cut into consecutive stretches of `seconds` (the last one shorter), without listening to it."""
+    length = len(wave) / SAMPLE_RATE
+    return [(float(start), float(min(start + seconds, length))) for start in np.arange(0.0, length, seconds)]
+
+
+def decode_spans(family: families.Family, bundle: families.Bundle, waves: list[np.ndarray],
+                 spans: list[tuple[int, float, float]], options: list[tasks.DecodingOptions]) -> dict:
+    """Task -> each recording's pieces: every span (recording index, start, end in seconds) decoded as a segment,
+    longest first in batches, gated, with the scores the family gives."""
     cut = [waves[k][int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)] for k, start, end in spans]
     order = [int(i) for i in np.argsort([-len(c) for c in cut], kind="stable")]
     pieces: dict[str, list[list[tasks.Piece]]] = {o.task: [[] for _ in waves] for o in options}
     size = options[0].batch_size
     for first in range(0, len(order), size):
         batch = order[first:first + size]
-        decoded = family.decode(bundle, [family.audio_input(bundle, cut[i]) for i in batch],
-                                family.room_for(bundle, options, len(cut[batch[0]]) / SAMPLE_RATE))
-        for o in options:
-            for i, found in zip(batch, decoded[o.task]):
+        grown = family.room_for(bundle, options, len(cut[batch[0]]) / SAMPLE_RATE)
+        decoded = family.decode_scored(bundle, [family.audio_input(bundle, cut[i]) for i in batch], grown)
+        for o in grown:
+            found = decoded[o.task]
+            for j, (i, text) in enumerate(zip(batch, found.gated(o))):
                 k, start, end = spans[i]
-                pieces[o.task][k].append(tasks.Piece(round(start, 2), round(end, 2), found))
+                scores = (round(found.no_speech_prob[j], 4), round(found.avg_logprob[j], 3)) \
+                    if found.no_speech_prob is not None else (None, None)
+                pieces[o.task][k].append(tasks.Piece(round(start, 2), round(end, 2), text, *scores))
     for recordings in pieces.values():
         for recording in recordings:
             recording.sort(key=lambda p: p.start)

@@ -230,11 +230,14 @@ class Decoded:
 
 @dataclass
 class Piece:
-    """Text a model wrote for a stretch of a whole recording (seconds from its start): lib.longform."""
+    """Text a model wrote for a stretch of a whole recording (seconds from its start): lib.longform; with the
+    no-speech probability and average log-probability of its decode where the family gives them."""
 
     start: float
     end: float
     text: str
+    no_speech_prob: float | None = None
+    avg_logprob: float | None = None
 
 
 def with_fallback(first: Decoded, again: Callable[[list[int], float], Decoded], options: DecodingOptions) -> Decoded:

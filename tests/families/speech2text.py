@@ -38,6 +38,7 @@ class Speech2Text(Family):
     label = "Speech2Text (tests)"
     notebook = "04c_train_speech2text"
     notebook_dir = Path(__file__).parent
+    model_type = "speech_to_text"
     params_class = Speech2TextParams
     input_column = "input_features"
     sampling = "group_by_length"
