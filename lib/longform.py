@@ -1,7 +1,9 @@
 """Whole recordings decoded (long-form): cut at speech by the VAD (lib.vad), each span decoded as a segment is, in
 batches, with the no-speech gate and the temperature fallback; or, with the VAD off, by the family's own long-form
-decoding (`decode_long`: Whisper's sequential 30 s windows, one pass for the E2E model). Either way the output is
-timed pieces of text, so that words written where nobody speaks can be counted (`words_in_pauses`).
+decoding (`decode_long`: Whisper's sequential 30 s windows, one pass for the E2E model), or consecutive windows of
+the model's length where the backend has none (ctranslate2). Either way the output is timed pieces of text, with
+the scores the family gives, so that words written where nobody speaks can be counted (`words_in_pauses`) and
+lib.transcribe can write subtitles.
 """
 from __future__ import annotations
 

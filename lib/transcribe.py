@@ -7,9 +7,10 @@ From a notebook: `transcribe(["meeting.wav"], "outputs/prod/whisper/final")`.
 
 AUDIO is files or folders (searched recursively), in any format `lib.audio` reads, at any rate and channel count.
 `--model` is a trained `final/` of any family (the family is read from its `config.json`), a checkpoint, a hub id, or
-a CTranslate2 export (`ct2-<quantization>/`, decoded by ctranslate2). Each recording is cut at speech by the VAD
-(or, with `--no-vad`, into windows the model takes), and each stretch is decoded with the no-speech gate and the
-loop guard as 05 decodes (lib.longform); times are the recording's.
+a CTranslate2 export (`ct2-<quantization>/`, decoded by ctranslate2). Each recording is cut at speech by the VAD and
+each stretch is decoded with the no-speech gate and the loop guard as 05 decodes (lib.longform); with `--no-vad`,
+the family's own long-form decoding runs instead (Whisper's sequential 30 s windows), or, for a backend without one
+(ctranslate2), consecutive windows of the model's length. Times are the recording's.
 
 Outputs follow openai-whisper's conventions, under `--out` in the inputs' own relative folders, each written whole or
 not at all: `<name>.txt`, `.srt`, `.vtt`, `.tsv` per task (`<name>.vi.srt` and `<name>.en.srt` when both tasks are
@@ -256,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated, of {', '.join(FORMATS)}")
     parser.add_argument("--out", default=".", help="output folder (default: the current folder)")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True,
-                        help="cut recordings at speech with Silero VAD (default); --no-vad: fixed windows")
+                        help="cut recordings at speech with Silero VAD (default); --no-vad: the family's own "
+                        "long-form decoding, or fixed windows where the backend has none")
     parser.add_argument("--language", choices=("vi", "en"), default=tasks.SOURCE_LANGUAGE,
                         help="the speech's language, forced for the transcript")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
