@@ -90,6 +90,34 @@ def retention_table(params: config.Params):
     return pd.DataFrame(rows).style.hide(axis="index")
 
 
+def transcribed_recording(params: config.Params, name: str | None = None) -> pd.DataFrame:
+    """The first recording of the held-out set (of the test split without one), whole, as a user would hand it over,
+    through `lib.transcribe` with the trained model of family `name` (the run's first by default) and 05's decoding
+    settings: its SRT written to `results/transcripts/`, its cues beside the recording's reference segments."""
+    from itertools import zip_longest
+
+    from lib import transcribe
+
+    hp, paths = params.evaluation, params.paths
+    name = name or params.family_names[0]
+    split = "heldout" if "heldout" in params.eval_sets else "test"
+    segments = manifest_io.read(paths.splits / f"{split}.tsv").segments
+    reference = [s for s in segments if s.audio == segments[0].audio]
+    family = families.get(name)
+    settings = {key: getattr(hp, key) for key in ("num_beams", "batch_size", "max_length", "no_speech_threshold",
+                                                  "logprob_threshold", "compression_ratio_threshold",
+                                                  "fallback_temperatures")}
+    model = (family, evaluate.load(family, paths.model(name) / "final"))
+    result, = transcribe.transcribe([segments[0].audio], model, task="transcribe", formats=("srt",),
+                                    out=paths.results / "transcripts", progress=False, **settings)
+    print(f"{segments[0].audio.name} ({result.seconds:.1f} s) -> {result.written[0]}")
+    cues = [p for p in result.pieces["transcribe"] if p.text.strip()]
+    return pd.DataFrame([{"SRT cue (lib.transcribe)": f"{c.start:.2f}-{c.end:.2f} s" if c else "",
+                          "text": c.text if c else "",
+                          "reference segment": f"{r.start:.2f}-{r.end:.2f} s" if r else "",
+                          "reference": r.transcript if r else ""} for c, r in zip_longest(cues, reference)])
+
+
 def long_form_table(params: config.Params):
     """Each model's test scores on the segments and on the same segments joined into recordings with pauses of
     silence or noise (long-form), with their ratio (a model that still works on whole recordings keeps WER near its

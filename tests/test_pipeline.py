@@ -229,6 +229,9 @@ def check_retention(out):
                 assert "nonspeech" not in summary["hallucination"]
     shown = "".join(str(o) for c in nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4).cells
                     if c.cell_type == "code" for o in c.outputs)
+    first = (out / "splits" / "heldout.tsv").read_text().splitlines()[1].split("\t")[1]  # its audio_path
+    srt = out / "results" / "transcripts" / f"{first.rsplit('/', 1)[-1].rsplit('.', 1)[0]}.srt"
+    assert srt.exists() and "SRT cue (lib.transcribe)" in shown  # 05 hands a whole recording to lib.transcribe
     assert "en (en)" in shown and ("&lt;|en|&gt;&lt;|transcribe|&gt;" in shown or "<|en|><|transcribe|>" in shown)
 
 
