@@ -144,3 +144,25 @@ def test_subtitle_times_follow_openai_whisper():
                                          "2\n01:01:01,250 --> 01:01:02,000\nbye\n\n")
     assert transcribe.as_vtt(pieces).startswith("WEBVTT\n\n00:00.000 --> 00:02.500\nXin chào\n\n01:01:01.250")
     assert transcribe.as_tsv(pieces) == "start\tend\ttext\n0\t2500\tXin chào\n3661250\t3662000\tbye\n"
+
+
+@pytest.mark.slow
+def test_the_readme_pipeline_call_transcribes_a_trained_folder_with_its_saved_gate(whisper_base, tmp_path):
+    """Hugging Face's ASR pipeline on a folder training saved (its gate's thresholds in generation_config.json, as
+    `Whisper.save_decoding` writes them), called as the README's "Use your model" calls it."""
+    from transformers import pipeline
+
+    from lib import config, families, tasks
+
+    folder = tmp_path / "final"
+    shutil.copytree(whisper_base, folder)
+    options = tasks.DecodingOptions.for_test("transcribe", config.load("params/demo.yaml").evaluation)
+    family = families.get("whisper")
+    family.save_decoding(folder, options)
+    arguments = family.generate_arguments(options)  # what the README and the model card pass
+    asr = pipeline("automatic-speech-recognition", model=str(folder), chunk_length_s=30, device="cpu")
+    wave = audio.load(next(HELDOUT.glob("held05/*.ogg")))
+    out = asr({"raw": wave, "sampling_rate": 16000}, return_timestamps=True, generate_kwargs=arguments)
+    assert out["text"].strip() and out["chunks"]
+    assert all(0 <= c["timestamp"][0] < c["timestamp"][1] <= len(wave) / 16000 + 0.5 for c in out["chunks"]
+               if c["timestamp"][1] is not None)
