@@ -61,7 +61,7 @@ def case_params(case: str, seed: int) -> config.Params:
     if not (root / "features").exists():
         (root / "features").symlink_to(shared, target_is_directory=True)
     subset = demo_corpus.subset(ROOT / "subset" / "manifest.tsv", SUBSET_PER_SPEAKER)
-    pieces = {key: 0 for key in augment.settings(config.load("params/demo.yaml").whisper)} | CASES[case]
+    pieces = {key: 0 for key in augment.KEYS} | CASES[case]
     return common.bench_params(f"augment/{slug}-{seed}", {
         "manifest": str(subset), "heldout_manifest": heldout_manifest(), "seed": seed, "families": ["whisper"],
         "whisper": {"pack_seconds": WINDOW if pieces["speed_perturbation"] else augment.pack_seconds(WINDOW, 0.1),

@@ -25,6 +25,7 @@ from lib.audio import SAMPLE_RATE
 NOISE_SNR_DB = (10.0, 20.0)  # speech over noise, drawn uniformly per input (lhotse CutMix's default range)
 NOISE_CLIP_SECONDS = 30.0  # the noise clips' length; an input takes a random stretch of one (a shorter input a part)
 NOISE_CLIPS_PER_KIND = 2
+KEYS = ("speed_perturbation", "additive_noise", "spec_augment")  # each piece's key in a family's params section
 
 
 def on_waveforms(hp) -> bool:
@@ -34,7 +35,7 @@ def on_waveforms(hp) -> bool:
 
 def settings(hp) -> dict:
     """A family section's augmentation keys, as the training summary records them."""
-    return {key: getattr(hp, key) for key in ("speed_perturbation", "additive_noise", "spec_augment")}
+    return {key: getattr(hp, key) for key in KEYS}
 
 
 def speed_factors(speed_perturbation: float) -> tuple[float, ...]:

@@ -104,9 +104,7 @@ def transcribed_recording(params: config.Params, name: str | None = None) -> pd.
     segments = manifest_io.read(paths.splits / f"{split}.tsv").segments
     reference = [s for s in segments if s.audio == segments[0].audio]
     family = families.get(name)
-    settings = {key: getattr(hp, key) for key in ("num_beams", "batch_size", "max_length", "no_speech_threshold",
-                                                  "logprob_threshold", "compression_ratio_threshold",
-                                                  "fallback_temperatures")}
+    settings = {key: getattr(hp, key) for key in transcribe.DEFAULTS}  # 05's decoding settings
     model = (family, evaluate.load(family, paths.model(name) / "final"))
     result, = transcribe.transcribe([segments[0].audio], model, task="transcribe", formats=("srt",),
                                     out=paths.results / "transcripts", progress=False, **settings)

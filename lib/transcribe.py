@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -113,11 +114,8 @@ def load_model(model: str | Path, device: str = "cpu") -> tuple[families.Family,
 def decoding_options(task_names: tuple[str, ...], language: str = tasks.SOURCE_LANGUAGE,
                      **settings) -> list[tasks.DecodingOptions]:
     """The options of each task: `DEFAULTS` (05's evaluation settings) with `settings` laid over them."""
-    chosen = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-    return [tasks.DecodingOptions(task, chosen["num_beams"], chosen["max_length"], chosen["batch_size"],
-                                  chosen["no_speech_threshold"], chosen["logprob_threshold"],
-                                  chosen["compression_ratio_threshold"], tuple(chosen["fallback_temperatures"]),
-                                  language) for task in task_names]
+    chosen = SimpleNamespace(**{**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}})
+    return [tasks.DecodingOptions.for_test(task, chosen, language) for task in task_names]
 
 
 def transcribe(paths: list[str | Path], model: str | Path | tuple, task: str = "both",

@@ -234,8 +234,7 @@ class Family(abc.ABC):
         none when `additive_noise` is off."""
         if not hp.additive_noise:
             return []
-        babble = [audio.load(s.audio, s.start, s.end) for s in
-                  manifest.read(paths.splits / "train.tsv").segments[:BABBLE_SEGMENTS]]
+        babble = babble_speech(manifest.read(paths.splits / "train.tsv").segments)
         count = augment.NOISE_CLIPS_PER_KIND * len(nonspeech.TRAINING_KINDS)
         clips = nonspeech.training_clips([augment.NOISE_CLIP_SECONDS] * count, seed + 1,
                                          resolve(noise_dir) if noise_dir else None, babble)
@@ -283,7 +282,7 @@ class Family(abc.ABC):
         extra = {c: t for c, t in speech.features.items() if c not in features.ROW_COLUMNS}
 
         def rows(segments):
-            babble = [audio.load(s.audio, s.start, s.end) for s in segments[:BABBLE_SEGMENTS]]  # the crowd's voices
+            babble = babble_speech(segments)
             for i, clip in enumerate(nonspeech.training_clips(durations, seed, folder, babble)):
                 yield {"id": f"nonspeech-{i:05d}", "speaker": "", "transcript": "", "translation": "",
                        "lang_tags": "", "duration": len(clip.wave) / audio.SAMPLE_RATE,
@@ -435,6 +434,11 @@ class Family(abc.ABC):
         """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on
         `device` for `decode`; with facts about the conversion for the parity report. Default: no exports."""
         return {}, []
+
+
+def babble_speech(segments: list[manifest.Segment]) -> list[np.ndarray]:
+    """The crowd's voices of generated babble: the audio of the first BABBLE_SEGMENTS train segments."""
+    return [audio.load(s.audio, s.start, s.end) for s in segments[:BABBLE_SEGMENTS]]
 
 
 def sampling_arguments(temperature: float) -> dict:
