@@ -146,6 +146,12 @@ class Params:
         return ("test", "heldout") if self.heldout_manifest else ("test",)
 
     @property
+    def honest_split(self) -> str:
+        """The set whose score says how a model generalizes: the held-out segments (new speakers, new sentences) when
+        the params name them, else the test split."""
+        return self.eval_sets[-1]
+
+    @property
     def retention_splits(self) -> tuple[str, ...]:
         """The split names of `evaluation.retention`'s sets (`retention-<name>`), which 05 scores both models on."""
         return tuple(f"{RETENTION_PREFIX}{r.name}" for r in self.evaluation.retention)

@@ -107,6 +107,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         summary["hallucination"]["nonspeech"] = nonspeech_set(family, bundle, options, paths.splits / f"{split}.tsv")
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(family, bundle, rows, params, split, options)
+    if split == params.honest_split and not untrained and hp.long_form_seconds:
+        summary["recordings"] = recordings(family, bundle, rows, params, split, options)
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -273,6 +275,44 @@ def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, 
             task, joined, tasks.Decoded([longform.text(p) for p in found]), o, params)
         result["hallucination"][task]["words_in_pauses"] = sum(
             longform.words_in_pauses(p, list(zip(starts, ends))) for p, (_, starts, ends) in zip(found, recordings))
+    return result
+
+
+def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
+               split: str, options: list[tasks.DecodingOptions]) -> dict:
+    """The recordings that hold the scored segments, each handed whole to `lib.transcribe.transcribe` as a user
+    would (both tasks, 05's decoding settings; JSON and SRT under `results/transcripts/<split>/<family>/`), scored
+    against the recording's segments of the split joined in time order (speech the manifest leaves out of a
+    recording would count as insertions)."""
+    from lib import transcribe
+
+    hp = params.evaluation
+    segments = manifest_io.read(params.paths.splits / f"{split}.tsv").segments
+    picked = set(rows["id"])
+    files = list(dict.fromkeys(s.audio.resolve() for s in segments if s.id in picked))
+    inside = {f: sorted((s for s in segments if s.audio.resolve() == f), key=lambda s: s.start) for f in files}
+    out = params.paths.results / "transcripts" / split / family.name
+    began = time.perf_counter()
+    done = transcribe.transcribe(files, (family, bundle), task="both" if len(options) > 1 else options[0].task,
+                                 formats=("json", "srt"), out=out, vad=hp.vad, language=options[0].language,
+                                 progress=False, **{key: getattr(hp, key) for key in transcribe.DEFAULTS})
+    seconds = time.perf_counter() - began
+    failed = [f"{r.source.path}: {r.error}" for r in done if r.error]
+    if failed:
+        raise audio.AudioError("; ".join(failed))
+    by_file = {r.source.path: r for r in done}
+    joined = [packing.window_columns(inside[f]) | {"duration": by_file[f].seconds} for f in files]
+    columns = {c: [row[c] for row in joined] for c in joined[0]}
+    audio_seconds = sum(columns["duration"])
+    result = {"files": len(files), "segments_joined": sum(map(len, inside.values())),
+              "audio_seconds": round(audio_seconds, 1), "outputs": str(out.relative_to(params.paths.results)),
+              "transcripts": [{"audio": str(f), "name": by_file[f].source.name.as_posix()} for f in files],
+              "decoding": {"seconds": round(seconds, 2), "real_time_factor": round(seconds / audio_seconds, 3),
+                           "vad": hp.vad, "how": longform.HOW if hp.vad else family.long_form_decoding},
+              "tasks": {}, "hallucination": {}}
+    for o in options:
+        texts = tasks.Decoded([longform.text(by_file[f].pieces[o.task]) for f in files])
+        _, result["tasks"][o.task], result["hallucination"][o.task] = score(o.task, columns, texts, o, params)
     return result
 
 

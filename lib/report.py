@@ -3,6 +3,7 @@ frequent substitutions, and (in JupyterLab) a browser of the errors by speaker o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -90,30 +91,44 @@ def retention_table(params: config.Params):
     return pd.DataFrame(rows).style.hide(axis="index")
 
 
+def recordings_table(params: config.Params):
+    """Each trained model on the honest set's recordings, handed whole to `lib.transcribe` (05's `recordings`): WER
+    and BLEU beside the same segments scored one by one, and the real-time factor of the whole call."""
+    split = params.honest_split
+    rows = []
+    for name, untrained, summary in evaluate.written_metrics(params, split):
+        if "recordings" not in summary:
+            continue
+        found, short = summary["recordings"], summary["tasks"]
+        row = {"model": families.get(name).label, "set": SET_LABELS[split], "recordings": found["files"],
+               "audio (s)": found["audio_seconds"]}
+        for task, metric in (("transcribe", "wer"), ("translate", "bleu")):
+            if task in found["tasks"] and found["tasks"][task]["samples"]:
+                whole, alone = found["tasks"][task]["metrics"][metric], short[task]["metrics"][metric]
+                row |= {f"{metric.upper()}, recordings": f"{_value(whole)} {_interval(whole)}",
+                        f"{metric.upper()}, segments": f"{_value(alone)} {_interval(alone)}"}
+        rows.append(row | {"real-time factor": found["decoding"]["real_time_factor"], "outputs": found["outputs"]})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
 def transcribed_recording(params: config.Params, name: str | None = None) -> pd.DataFrame:
-    """The first recording of the held-out set (of the test split without one), whole, as a user would hand it over,
-    through `lib.transcribe` with the trained model of family `name` (the run's first by default) and 05's decoding
-    settings: its SRT written to `results/transcripts/`, its cues beside the recording's reference segments."""
+    """The first recording `recordings_table` scored, as `lib.transcribe` wrote it for family `name` (the run's first
+    by default): the timed segments of its transcript (its JSON) beside the recording's reference segments."""
     from itertools import zip_longest
 
-    from lib import transcribe
-
-    hp, paths = params.evaluation, params.paths
     name = name or params.family_names[0]
-    split = "heldout" if "heldout" in params.eval_sets else "test"
-    segments = manifest_io.read(paths.splits / f"{split}.tsv").segments
-    reference = [s for s in segments if s.audio == segments[0].audio]
-    family = families.get(name)
-    settings = {key: getattr(hp, key) for key in transcribe.DEFAULTS}  # 05's decoding settings
-    model = (family, evaluate.load(family, paths.model(name) / "final"))
-    result, = transcribe.transcribe([segments[0].audio], model, task="transcribe", formats=("srt",),
-                                    out=paths.results / "transcripts", progress=False, **settings)
-    print(f"{segments[0].audio.name} ({result.seconds:.1f} s) -> {result.written[0]}")
-    cues = [p for p in result.pieces["transcribe"] if p.text.strip()]
-    return pd.DataFrame([{"SRT cue (lib.transcribe)": f"{c.start:.2f}-{c.end:.2f} s" if c else "",
-                          "text": c.text if c else "",
-                          "reference segment": f"{r.start:.2f}-{r.end:.2f} s" if r else "",
-                          "reference": r.transcript if r else ""} for c, r in zip_longest(cues, reference)])
+    split = params.honest_split
+    found = json.loads(params.paths.metrics(name, split).read_text(encoding="utf-8"))["recordings"]
+    first = found["transcripts"][0]
+    written = json.loads((params.paths.results / found["outputs"] / f"{first['name']}.json").read_text("utf-8"))
+    segments = manifest_io.read(params.paths.splits / f"{split}.tsv").segments
+    reference = sorted((s for s in segments if str(s.audio.resolve()) == first["audio"]), key=lambda s: s.start)
+    cues = [c for c in written["transcribe"]["segments"] if c["text"]]
+    print(f"{Path(first['audio']).name}: {len(cues)} timed segment(s) written, {len(reference)} in the reference")
+    return pd.DataFrame([{"written (s)": f"{c['start']:.2f}-{c['end']:.2f}" if c else "",
+                          "transcript": c["text"] if c else "",
+                          "reference (s)": f"{r.start:.2f}-{r.end:.2f}" if r else "",
+                          "reference transcript": r.transcript if r else ""} for c, r in zip_longest(cues, reference)])
 
 
 def long_form_table(params: config.Params):

@@ -153,6 +153,7 @@ class DecodingOptions:
     compression_ratio_threshold: float = 2.4
     temperatures: tuple[float, ...] = ()
     language: str = SOURCE_LANGUAGE  # of the speech, forced for the transcript (the translation is English)
+    timestamps: bool = False  # the times of what is said inside each input, where the family gives them (Decoded.timed)
 
     @classmethod
     def for_test(cls, task: str, evaluation, language: str = SOURCE_LANGUAGE) -> "DecodingOptions":
@@ -179,13 +180,16 @@ def compression_ratio(text: str) -> float:
 class Decoded:
     """One task's outputs for a list of inputs: the texts as the model wrote them, whether the fallback decoded each
     again and the temperature of the attempt kept (above 0: a sampled one), and, where the family gives them, each
-    output's no-speech probability (at the start of the transcript) and average log-probability per token."""
+    output's no-speech probability (at the start of the transcript) and average log-probability per token, and with
+    timestamps asked for, the timed stretches of each text (seconds from the input's start; an end of None: the
+    input's end)."""
 
     texts: list[str]
     no_speech_prob: list[float] | None = None
     avg_logprob: list[float] | None = None
     temperature: list[float] = field(default_factory=list)
     retried: list[bool] = field(default_factory=list)  # decoded again by the fallback (whichever attempt was kept)
+    timed: list[list[tuple[float, float | None, str]]] | None = None  # with timestamps: (start, end, text) per output
 
     def __post_init__(self):
         self.temperature = self.temperature or [0.0] * len(self.texts)
@@ -213,10 +217,10 @@ class Decoded:
 
     def select(self, order) -> "Decoded":
         """The outputs at the positions `order` gives, in that order."""
-        return Decoded([self.texts[i] for i in order],
-                       *[None if values is None else [values[i] for i in order]
-                         for values in (self.no_speech_prob, self.avg_logprob)],
-                       [self.temperature[i] for i in order], [self.retried[i] for i in order])
+        no_speech_prob, avg_logprob, timed = [None if values is None else [values[i] for i in order]
+                                              for values in (self.no_speech_prob, self.avg_logprob, self.timed)]
+        return Decoded([self.texts[i] for i in order], no_speech_prob, avg_logprob,
+                       [self.temperature[i] for i in order], [self.retried[i] for i in order], timed)
 
     def extend(self, other: "Decoded") -> None:
         """`other`'s outputs appended after these."""
@@ -226,6 +230,8 @@ class Decoded:
         if other.no_speech_prob is not None:
             self.no_speech_prob = (self.no_speech_prob or []) + other.no_speech_prob
             self.avg_logprob = (self.avg_logprob or []) + other.avg_logprob
+        if other.timed is not None:
+            self.timed = (self.timed or []) + other.timed
 
 
 @dataclass
@@ -247,7 +253,8 @@ def with_fallback(first: Decoded, again: Callable[[list[int], float], Decoded], 
     the most confident (highest average log-probability) of those that do not loop, or of all when every one loops
     (openai/whisper keeps the last, which after sampling at 1.0 is often the worst). The no-speech probability is
     the first decode's: it is read before any token is written."""
-    attempts = {i: [(first.texts[i], first.avg_logprob[i] if first.avg_logprob else 0.0, 0.0)]
+    attempts = {i: [(first.texts[i], first.avg_logprob[i] if first.avg_logprob else 0.0, 0.0,
+                     first.timed[i] if first.timed else None)]
                 for i, need in enumerate(first.needs_fallback(options)) if need}
     rows = list(attempts)
     for temperature in options.temperatures:
@@ -258,16 +265,18 @@ def with_fallback(first: Decoded, again: Callable[[list[int], float], Decoded], 
             retried.no_speech_prob = [first.no_speech_prob[i] for i in rows]
         for k, i in enumerate(rows):
             attempts[i].append((retried.texts[k], retried.avg_logprob[k] if retried.avg_logprob else 0.0,
-                                temperature))
+                                temperature, retried.timed[k] if retried.timed else None))
         rows = [i for i, need in zip(rows, retried.needs_fallback(options)) if need]
     failed = set(rows)  # every row that needed it, when there were no temperatures to try
     for i, tried in attempts.items():
         if i in failed:
             plain = [a for a in tried if compression_ratio(a[0]) <= options.compression_ratio_threshold] or tried
-            text, logprob, temperature = max(plain, key=lambda a: a[1])
+            text, logprob, temperature, timed = max(plain, key=lambda a: a[1])
         else:
-            text, logprob, temperature = tried[-1]
+            text, logprob, temperature, timed = tried[-1]
         first.texts[i], first.temperature[i], first.retried[i] = text, temperature, True
         if first.avg_logprob is not None:
             first.avg_logprob[i] = logprob
+        if first.timed is not None:
+            first.timed[i] = timed
     return first

@@ -15,10 +15,10 @@ WHISPER_SPECIALS = ("<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|start
                     "<|notimestamps|>")
 
 
-def prompt(task: str, language: str = SOURCE_LANGUAGE) -> list[str]:
+def prompt(task: str, language: str = SOURCE_LANGUAGE, timestamps: bool = False) -> list[str]:
     """The tokens decoding forces for a task: `<|startoftranscript|><|vi|><|task|><|notimestamps|>` (`<|en|>` for
-    English speech)."""
-    return ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>", "<|notimestamps|>"]
+    English speech); without `<|notimestamps|>` when timestamps are asked for."""
+    return ["<|startoftranscript|>", f"<|{language}|>", f"<|{task}|>"] + ([] if timestamps else ["<|notimestamps|>"])
 
 
 def no_speech_token_id(generation_config) -> int:
@@ -27,13 +27,38 @@ def no_speech_token_id(generation_config) -> int:
     return generation_config.no_timestamps_token_id - 1
 
 
-def forced(tokenizer, generation_config, task: str, language: str = SOURCE_LANGUAGE) -> tuple[list[int], list[int]]:
+def forced(tokenizer, generation_config, task: str, language: str = SOURCE_LANGUAGE,
+           timestamps: bool = False) -> tuple[list[int], list[int]]:
     """The forced prompt's ids for a task and language, and the ids decoding suppresses: the model's own suppress
-    list and every timestamp token. Without timestamps asked for, a timestamp in the output (as an untrained model
-    emits) would send transformers' Whisper generate into its long-form seek loop."""
-    timestamps = range(generation_config.no_timestamps_token_id + 1, len(tokenizer))
-    suppress = sorted(set(generation_config.suppress_tokens or []) | set(timestamps))
-    return tokenizer.convert_tokens_to_ids(prompt(task, language)), suppress
+    list, and every timestamp token unless `timestamps` are asked for. Without timestamps asked for, a timestamp in
+    the output (as an untrained model emits) would send transformers' Whisper generate into its long-form seek loop."""
+    times = range(generation_config.no_timestamps_token_id + 1, len(tokenizer)) if not timestamps else ()
+    suppress = sorted(set(generation_config.suppress_tokens or []) | set(times))
+    return tokenizer.convert_tokens_to_ids(prompt(task, language, timestamps)), suppress
+
+
+def timed_pieces(ids: list[int], generation_config, decode) -> list[tuple[float, float | None, str]]:
+    """(start, end, text) of each stretch a timestamped output names, times in seconds from the input's start, as
+    openai/whisper reads them: text between two timestamps, `<|a|><|a|>` a boundary; text after the last timestamp
+    ends with the input (end None). `decode` turns text ids into a string; the prompt's special tokens are skipped
+    and `<|endoftext|>` ends the output."""
+    begin, eot = generation_config.no_timestamps_token_id + 1, generation_config.eos_token_id
+    pieces, text, start, last = [], [], None, 0.0
+    for token in ids:
+        if token == eot:
+            break
+        if token >= begin:
+            time = round((token - begin) * TIME_STEP, 2)
+            if text:
+                pieces.append((last if start is None else start, time, decode(text).strip()))
+                text, start, last = [], None, time
+            else:
+                start = time
+        elif token < eot:
+            text.append(token)
+    if text:
+        pieces.append((last if start is None else start, None, decode(text).strip()))
+    return [p for p in pieces if p[2]]
 
 
 def whisper_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], specials: list[str],

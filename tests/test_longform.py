@@ -91,18 +91,35 @@ def test_where_every_attempt_loops_the_most_confident_that_does_not_stays():
     assert found.retried == [True]
 
 
+def test_speech_is_merged_into_chunks_up_to_the_window():
+    spans = [(0.5, 3.0), (5.0, 9.5), (12.0, 45.0), (46.0, 47.0), (47.5, 50.0)]
+    assert longform.chunks(spans, 10.0) == [(0.5, 9.5), (12.0, 45.0), (46.0, 50.0)]
+    assert longform.chunks([], 10.0) == []
+
+
 def test_long_form_gives_timed_pieces_with_the_vad_and_without(tiny_whisper):
     family = families.get("whisper")
     wave, starts, ends = recording(3)
     options = [tasks.DecodingOptions(t, 1, 20, 4) for t in tasks.TASKS]
     silence = np.zeros(3 * SAMPLE_RATE, np.float32)
     with_vad = longform.decode(family, tiny_whisper, [wave, silence], options, use_vad=True)
-    spans = vad.speech_spans(wave, family.span_seconds(tiny_whisper))
     assert family.span_seconds(tiny_whisper) == 8.0  # the tiny model's window
+    chunks = longform.speech_chunks(wave, 8.0)
+    assert chunks == longform.chunks(vad.speech_spans(wave, 8.0), 8.0)
     for task in tasks.TASKS:
-        assert [(p.start, p.end) for p in with_vad[task][0]] == [(round(s, 2), round(e, 2)) for s, e in spans]
+        pieces = with_vad[task][0]
+        assert pieces and [p.start for p in pieces] == sorted(p.start for p in pieces)
+        assert all(any(round(a, 2) <= p.start <= p.end <= round(b, 2) for a, b in chunks) for p in pieces)
         assert with_vad[task][1] == []  # silence: nothing to decode
     without = longform.decode(family, tiny_whisper, [wave], options, use_vad=False)  # transformers' timestamps
     for task in tasks.TASKS:
         starts = [p.start for p in without[task][0]]
         assert starts == sorted(starts) and all(0 <= p.start <= p.end for p in without[task][0])
+
+
+def test_timed_stretches_out_of_order_or_past_the_input_are_not_trusted():
+    assert longform.in_order([(0.0, 2.0, "a"), (2.0, 4.1, "b"), (4.5, None, "c")], 5.0)
+    assert longform.in_order([(0.0, 5.4, "a")], 5.0)  # a last timestamp just past the input (its padded frame)
+    assert not longform.in_order([(0.0, 2.0, "a"), (1.5, 3.0, "b")], 5.0)  # overlapping
+    assert not longform.in_order([(0.0, 8.7, "a"), (8.7, 8.7, "b")], 5.0)  # past the input, empty
+    assert not longform.in_order([(6.0, None, "a")], 5.0)

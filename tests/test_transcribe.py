@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from conftest import DEMO
-from lib import audio, ct2, transcribe
+from lib import audio, ct2, longform, manifest, transcribe
 from lib.families import e2e, whisper
 from lib.schema import PROJECT_ROOT
 
@@ -115,16 +115,23 @@ def test_bad_input_is_named_and_the_other_files_are_still_transcribed(models, tm
 def test_whisper_base_subtitles_parse_with_cues_inside_the_audio(whisper_base, tmp_path):
     import pysubs2
 
-    recordings = sorted(HELDOUT.glob("held04/*.ogg"))[:2]
+    recordings = sorted(DEMO.glob("audio/spk01/*.ogg"))[:2]  # recordings of four segments each
     proc = run(*recordings, "--model", whisper_base, "--out", tmp_path, "--format", "srt,vtt", "--task", "transcribe")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    segments = manifest.read(DEMO / "manifest.tsv").segments
     for recording in recordings:
         length_ms = audio.probe(recording).duration * 1000
+        chunks = longform.speech_chunks(audio.load(recording), 30.0)
+        reference = [s for s in segments if s.audio.resolve() == recording.resolve()]
         for fmt in ("srt", "vtt"):
             cues = pysubs2.load(str(tmp_path / f"{recording.stem}.{fmt}"))
             assert len(cues) >= 1 and all(c.text.strip() for c in cues)
             starts = [c.start for c in cues]
             assert starts == sorted(starts) and all(0 <= c.start < c.end <= length_ms + 10 for c in cues)
+            # Whisper's own timestamps inside each chunk of speech, mapped back: more cues than chunks, and every
+            # reference segment's middle under a cue
+            assert len(cues) > len(chunks) and len(reference) >= 3
+            assert all(any(c.start <= 500 * (r.start + r.end) <= c.end for c in cues) for r in reference)
 
 
 def test_finding_audio_names_outputs_by_their_relative_folders(tmp_path):

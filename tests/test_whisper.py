@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -291,6 +292,23 @@ def test_timestamped_labels_follow_whisper_and_round_to_its_grid(tiny):
     assert tok.decode(label, decode_with_timestamps=True) == (
         "<|startoftranscript|><|vi|><|translate|><|0.00|> Hello there.<|2.84|><|3.34|> Bye.<|6.10|><|endoftext|>")
     assert tok.decode(label, skip_special_tokens=True).strip() == "Hello there. Bye."
+
+
+def test_timed_pieces_read_a_timestamped_output_as_openai_whisper_does(tiny):
+    tok, generation = tiny.tokenizer, tiny.model.generation_config
+    label = whisper.timestamped_label(tok, "translate", [(0.0, 2.845, "Hello there."), (3.345, 6.1, "Bye.")])
+    decode = partial(tok.decode, skip_special_tokens=True)
+    assert whisper.timed_pieces(label, generation, decode) == [(0.0, 2.84, "Hello there."), (3.34, 6.1, "Bye.")]
+    ids = tok.convert_tokens_to_ids
+    hello, bye = tok.encode(" Hello", add_special_tokens=False), tok.encode(" Bye", add_special_tokens=False)
+    # <|a|><|a|> is a boundary; one timestamp between texts ends one and starts the next; text after the last one
+    # runs to the input's end (None); nothing after <|endoftext|> counts
+    written = [ids("<|1.00|>"), *hello, ids("<|2.00|>"), *bye, ids("<|3.00|>"), *hello,
+               ids("<|endoftext|>"), *bye]
+    assert whisper.timed_pieces(written, generation, decode) == [(1.0, 2.0, "Hello"), (2.0, 3.0, "Bye"),
+                                                                   (3.0, None, "Hello")]
+    assert whisper.timed_pieces([*hello], generation, decode) == [(0.0, None, "Hello")]  # no timestamps at all
+    assert whisper.timed_pieces([ids("<|0.00|>"), ids("<|endoftext|>")], generation, decode) == []
 
 
 def test_packed_windows_are_cached_with_their_segment_times(tmp_path, tiny):

@@ -26,7 +26,8 @@ from lib import audio, augment, features, nonspeech, packing, tasks
 from lib.families.base import Bundle, Export, Family, local_or_hub, sampling_arguments, seeded, select_rows, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
-                                forced, no_speech_token_id, prompt, whisper_generation_config, whisper_tokenizer)
+                                forced, no_speech_token_id, prompt, timed_pieces, whisper_generation_config,
+                                whisper_tokenizer)
 
 Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
 TOKEN_COMPRESSION = 1.35 / 2.4  # transformers' compression ratio (over token ids) per Whisper's (over text): the
@@ -296,10 +297,14 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         generation.save_pretrained(folder)
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
-        """Force the options' language and task, keep the KV cache, suppress what `whisper_tokens.forced` says."""
-        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task, options.language)
+        """Force the options' language and task, keep the KV cache, suppress what `whisper_tokens.forced` says; with
+        timestamps asked for, one pass over the input (transformers' seek loop would decode the padding after the
+        last timestamp again)."""
+        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task, options.language,
+                             options.timestamps)
+        timed = {"return_timestamps": True, "force_unique_generate_call": True} if options.timestamps else {}
         return {"language": options.language, "task": options.task, "use_cache": True,
-                "max_length": options.max_length, "num_beams": options.num_beams, "suppress_tokens": suppress}
+                "max_length": options.max_length, "num_beams": options.num_beams, "suppress_tokens": suppress, **timed}
 
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
@@ -332,8 +337,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
                         with seeded(device, temperature):
                             out = model.generate(**chosen, **kwargs, return_dict_in_generate=True,
                                                  output_scores=True)
-                        texts = bundle.tokenizer.batch_decode(out.sequences, skip_special_tokens=True)
-                        return tasks.Decoded([t.strip() for t in texts], None,
+                        return self._decoded(bundle, out.sequences.tolist(), o.timestamps, None,
                                              average_logprob(out, bundle.tokenizer.eos_token_id, temperature))
 
                     decoded = again(list(range(len(no_speech))), 0.0)
@@ -354,7 +358,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             chunk = inputs[first:first + size]
             encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
             for o in options:
-                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task, o.language)
+                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task, o.language, o.timestamps)
 
                 def again(rows: list[int], temperature: float, o=o, ids=ids, suppress=suppress,
                           encoded=encoded) -> tasks.Decoded:
@@ -367,12 +371,25 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
                     written = [r.sequences_ids[0] for r in results]
                     # its score is the mean log-probability of the tokens it returns; Whisper's average counts the
                     # <|endoftext|> it leaves out as one more token (as faster-whisper computes it)
-                    return tasks.Decoded([tokenizer.decode(w, skip_special_tokens=True).strip() for w in written],
-                                         [r.no_speech_prob for r in results],
+                    return self._decoded(bundle, written, o.timestamps, [r.no_speech_prob for r in results],
                                          [r.scores[0] * len(w) / (len(w) + 1) for r, w in zip(results, written)])
 
                 found[o.task].extend(tasks.with_fallback(again(list(range(len(chunk))), 0.0), again, o))
         return found
+
+    @staticmethod
+    def _decoded(bundle: Bundle, written: list[list[int]], timestamps: bool, no_speech_prob: list[float] | None,
+                 avg_logprob: list[float]) -> tasks.Decoded:
+        """The outputs' token ids as texts; with timestamps, also as timed stretches (`whisper_tokens.timed_pieces`),
+        the text their texts joined."""
+        def decode(ids: list[int]) -> str:
+            return bundle.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+        if not timestamps:
+            return tasks.Decoded([decode(ids) for ids in written], no_speech_prob, avg_logprob)
+        timed = [timed_pieces(ids, bundle.model.generation_config, decode) for ids in written]
+        return tasks.Decoded([" ".join(text for *_, text in pieces) for pieces in timed], no_speech_prob, avg_logprob,
+                             timed=timed)
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         return wanted  # the sequential decoding steps through recordings of any length
