@@ -101,6 +101,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     check_evaluation(out, corpus)
     check_generalization(out)
     check_retention(out)
+    check_recordings(out, tmp_path / "cli")
     check_model_card(out)
     check_charts(out)
 
@@ -229,10 +230,44 @@ def check_retention(out):
                 assert "nonspeech" not in summary["hallucination"]
     shown = "".join(str(o) for c in nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4).cells
                     if c.cell_type == "code" for o in c.outputs)
-    first = (out / "splits" / "heldout.tsv").read_text().splitlines()[1].split("\t")[1]  # its audio_path
-    srt = out / "results" / "transcripts" / f"{first.rsplit('/', 1)[-1].rsplit('.', 1)[0]}.srt"
-    assert srt.exists() and "SRT cue (lib.transcribe)" in shown  # 05 hands a whole recording to lib.transcribe
     assert "en (en)" in shown and ("&lt;|en|&gt;&lt;|transcribe|&gt;" in shown or "<|en|><|transcribe|>" in shown)
+
+
+def check_recordings(out, cli_out):
+    """05 hands the held-out files that hold its scored segments (every one here), whole, to lib.transcribe, and
+    scores each against its segments joined; the CLI on the same files with the same settings gives the same WER."""
+    from lib import manifest, metrics
+
+    segments = manifest.read(out / "splits" / "heldout.tsv").segments
+    recordings: dict[str, list] = {}
+    for segment in sorted(segments, key=lambda s: s.start):
+        recordings.setdefault(str(segment.audio.resolve()), []).append(segment)
+    for name in ("whisper", "e2e"):
+        summary = json.loads((out / "results" / f"{name}_heldout_metrics.json").read_text())
+        found = summary["recordings"]
+        files = [t["audio"] for t in found["transcripts"]]
+        assert sorted(files) == sorted(recordings) and found["segments_joined"] == len(segments) == 48
+        assert found["files"] == len(files) < len(segments)  # files of several segments among them
+        wer = found["tasks"]["transcribe"]["metrics"]["wer"]
+        assert wer["count"] == summary["tasks"]["transcribe"]["metrics"]["wer"]["count"]  # the same reference words
+        written = [json.loads((out / "results" / found["outputs"] / f"{t['name']}.json").read_text())
+                   for t in found["transcripts"]]
+        assert all(set(w) == {"transcribe", "translate"} for w in written)
+        assert (out / "results" / found["outputs"] / f"{found['transcripts'][0]['name']}.vi.srt").exists()
+        decoding = summary["decoding"]
+        proc = subprocess.run([sys.executable, "-m", "lib.transcribe", *files, "--model", str(out / name / "final"),
+                               "--out", str(cli_out / name), "--format", "json", "--device", "cpu",
+                               "--max-length", str(decoding["max_length"]), "--batch-size", str(decoding["batch_size"]),
+                               "--beams", str(decoding["num_beams"])], capture_output=True, text=True,
+                              cwd=config.PROJECT_ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        texts = [json.loads((cli_out / name / f"{t['name']}.json").read_text())["transcribe"]["text"]
+                 for t in found["transcripts"]]
+        references = [" ".join(s.transcript for s in recordings[f]) for f in files]
+        assert metrics.wer(references, texts) == pytest.approx(wer["value"], abs=0.5)
+    shown = "".join(str(o) for c in nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4).cells
+                    if c.cell_type == "code" for o in c.outputs)
+    assert "WER, recordings" in shown and "reference transcript" in shown
 
 
 def check_model_card(out):
