@@ -173,3 +173,25 @@ def test_the_readme_pipeline_call_transcribes_a_trained_folder_with_its_saved_ga
     assert out["text"].strip() and out["chunks"]
     assert all(0 <= c["timestamp"][0] < c["timestamp"][1] <= len(wave) / 16000 + 0.5 for c in out["chunks"]
                if c["timestamp"][1] is not None)
+
+
+@pytest.mark.slow
+def test_the_readme_faster_whisper_example_runs_on_an_export(whisper_base, tmp_path):
+    """The README's faster-whisper block, run as written, on an int8 export of whisper-base and a demo recording."""
+    import contextlib
+    import io
+    import re
+
+    export = ct2.export(whisper_base, tmp_path / "ct2-int8", "int8")
+    recording = sorted(DEMO.glob("audio/spk01/*.ogg"))[0]
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "faster_whisper" in b)
+    assert '"outputs/prod/whisper/ct2-int8"' in block and '"meeting.wav"' in block
+    code = block.replace("outputs/prod/whisper/ct2-int8", str(export)).replace("meeting.wav", str(recording))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    cues = [re.match(r"(\d+\.\d\d)-(\d+\.\d\d) (.+)", line) for line in printed.getvalue().splitlines()]
+    assert cues and all(cues), printed.getvalue()
+    length = audio.probe(recording).duration
+    assert all(0 <= float(c[1]) < float(c[2]) <= length + 0.5 for c in cues)

@@ -25,7 +25,9 @@ import numpy as np
 from lib import audio, augment, features, manifest, nonspeech, tasks
 from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
-LONG_FORM_TOKENS = 8  # label tokens per second of speech a one-pass long-form decode is given room for
+# Label tokens a second a one-pass or timestamped decode of a stretch is given room for: the demo's dense recordings
+# need 10 (text up to 10 tokens a second, timestamps and the prompt); at 8 their last sentence was cut off.
+LONG_FORM_TOKENS = 12
 BABBLE_SEGMENTS = 24  # train segments whose speech the non-speech clips' crowd babble mixes
 WAVEFORM = "waveform"  # the training cache's column where training augments waveforms the model does not read
 
@@ -394,7 +396,7 @@ class Family(abc.ABC):
 
     def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
         """How long a recording `decode_long` takes may be, `wanted` at most: by default what the decoder's positions
-        hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 128 s)."""
+        hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 85 s)."""
         return min(wanted, self.max_label_tokens(bundle) / LONG_FORM_TOKENS)
 
     def span_seconds(self, bundle: Bundle) -> float:
