@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PIN    := -c constraints.txt
 
-.PHONY: setup espeak demo test lock bench bench-longform bench-gpu lab dev prod clean
+.PHONY: setup espeak demo test lock bench bench-longform bench-transcribe bench-gpu lab dev prod clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,11 @@ bench: setup
 # Long-form decoding of recordings of minutes, with the demo's fine-tuned whisper-base (run `make demo` first).
 bench-longform: setup
 	$(PY) -m bench.longform
+
+# lib.transcribe on whole recordings (transformers and the ct2 int8 export) against faster-whisper's transcribe, with
+# the demo's fine-tuned whisper-base (run `make demo` first).
+bench-transcribe: setup
+	$(PY) -m bench.transcribe
 
 # On a GPU machine: real sizes in the dev and prod precisions and batch sizes.
 bench-gpu: setup
