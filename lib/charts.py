@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 
@@ -13,6 +15,13 @@ from lib import atomic, evaluate, families, metrics
 from lib.config import SPLITS
 
 PALETTE = "colorblind"
+
+
+def colour(name: str, untrained: bool = False) -> tuple:
+    """The one colour of a model in every chart: family `name` fine-tuned, or as it started (`untrained`), by the
+    family's place among the registered ones (fine-tuned models first in the palette, starting models after)."""
+    names = families.names()
+    return sns.color_palette(PALETTE, 2 * len(names))[names.index(name) + (len(names) if untrained else 0)]
 
 
 def save(fig: plt.Figure, path: Path) -> Path:
@@ -66,20 +75,22 @@ def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(8, 4))
     sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
     ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     save(fig, out)
     return fig
 
 
 # --- 06_charts: the run at a glance --------------------------------------------------------------------------------
 
-def training_loss(histories: dict[str, list[dict]], out: Path) -> plt.Figure:
-    """Training and val loss of each model side by side (from results/<model>_history.json)."""
+def training_loss(histories: dict[str, list[dict]], labels: dict[str, str], out: Path) -> plt.Figure:
+    """Training and val loss of each model side by side (from results/<model>_history.json), titled by `labels`."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4), squeeze=False)
     for ax, (model_type, history) in zip(axes[0], histories.items()):
         sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
-        ax.set(title=families.get(model_type).label, xlabel="optimizer step",
+        ax.set(title=textwrap.fill(labels[model_type], 60), xlabel="optimizer step",
                ylabel="cross-entropy loss (nats per token)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
     fig.suptitle("Training loss, and val loss per task at each checkpoint")
     save(fig, out)
     return fig
@@ -89,9 +100,10 @@ def score_comparison(results: dict[str, dict], task: str, metric: str, target: f
     """One bar per model with its 95 % interval and the target as a dashed line."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     names = {"wer": "WER (%), lower is better", "bleu": "BLEU, higher is better"}
-    rows = [{"model": families.get(m).label, **s["tasks"][task]["metrics"][metric]} for m, s in results.items()]
+    rows = [{"model": s["label"], **s["tasks"][task]["metrics"][metric]} for s in results.values()]
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.9 * len(rows)))
-    _bars_with_intervals(ax, [r["model"] for r in rows], [[r] for r in rows], [None], horizontal=True)
+    _bars_with_intervals(ax, [textwrap.fill(r["model"], 40) for r in rows], [[r] for r in rows], [None],
+                         [[colour(m) for m in results]], horizontal=True)
     sense = "below" if metric == "wer" else "above"
     ax.axvline(target, color="black", linestyle="--", linewidth=1.2, label=f"target: {sense} {target:g}")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -109,7 +121,7 @@ def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     groups = [[s["tasks"]["transcribe"]["metrics"][v] for v in metrics.VIEWS] for s in results.values()]
     _bars_with_intervals(ax, [metrics.VIEW_LABELS[v] for v in metrics.VIEWS], list(zip(*groups)),
-                         [families.get(m).label for m in results])
+                         [s["label"] for s in results.values()], [colour(m) for m in results])
     ax.set(title="Transcript errors by language, on one alignment of each whole utterance",
            xlabel="reference words scored", ylabel="error rate (%) with 95 % interval")
     save(fig, out)
@@ -122,7 +134,8 @@ def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
     bins = [s["tasks"]["transcribe"]["by_cmi"] for s in results.values()]
     labels = [f"{row['bin']}\n{row['segments']} segments" for row in bins[0]]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    _bars_with_intervals(ax, labels, list(zip(*bins)), [families.get(m).label for m in results])
+    _bars_with_intervals(ax, labels, list(zip(*bins)), [s["label"] for s in results.values()],
+                         [colour(m) for m in results])
     ax.set(title="WER by code-mixing index of the reference (test split)",
            xlabel="code-mixing index (0 = one language, 50 = evenly mixed)", ylabel="WER (%) with 95 % interval")
     save(fig, out)
@@ -133,14 +146,15 @@ def generalization(params, out: Path) -> plt.Figure:
     """WER and BLEU of each model, fine-tuned and as it started, on each set 05 scored (test split, held-out set)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)"}
-    series, scores = [], {split: [] for split in params.eval_sets}
+    series, colours, scores = [], [], {split: [] for split in params.eval_sets}
     for name in params.family_names:
         for untrained in (False, True):
             found = {split: json.loads(path.read_text(encoding="utf-8")) for split in params.eval_sets
                      if (path := params.paths.metrics(name, split, untrained)).exists()}
             if not found:
                 continue
-            series.append(f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}")
+            series.append(f"{families.model_label(params, name)}, {'as it started' if untrained else 'fine-tuned'}")
+            colours.append(colour(name, untrained))
             for split in params.eval_sets:
                 tasks = found.get(split, {}).get("tasks", {})
                 scores[split].append({metric: tasks.get(task, {}).get("metrics", {}).get(metric, _MISSING)
@@ -148,7 +162,7 @@ def generalization(params, out: Path) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, metric, label in ((axes[0], "wer", "WER (%), lower is better"), (axes[1], "bleu", "BLEU, higher is better")):
         _bars_with_intervals(ax, [sets[s] for s in params.eval_sets],
-                             [[row[metric] for row in scores[s]] for s in params.eval_sets], series)
+                             [[row[metric] for row in scores[s]] for s in params.eval_sets], series, colours)
         ax.set(title=f"{metric.upper()} with 95 % intervals", xlabel="", ylabel=label)
         if metric == "wer":
             ax.get_legend().remove()
@@ -164,10 +178,11 @@ def hallucination(params, out: Path) -> plt.Figure:
     """Left: the share of hypotheses that loop or run far past their reference, per model and set. Right: the share
     of 05's non-speech clips on which each model wrote anything, per task, without and with the no-speech gate."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    loops, quiet = [], []
+    loops, quiet, palette = [], [], {}
     for split in params.eval_sets:
         for name, untrained, found in evaluate.written_metrics(params, split):
-            model = f"{families.get(name).label}, {'as it started' if untrained else 'fine-tuned'}"
+            model = f"{found['label']}, {'as it started' if untrained else 'fine-tuned'}"
+            palette[model] = colour(name, untrained)
             views = {"transcripts": found["hallucination"]["transcribe"]["share"],
                      "translations": found["hallucination"]["translate"]["share"]}
             if "long_form" in found:
@@ -184,7 +199,8 @@ def hallucination(params, out: Path) -> plt.Figure:
                                    (axes[1], quiet, "Text written on silence, noise and music (none is right)",
                                     "non-speech clips with text (%)")):
         if rows:
-            sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", hue_order=models, ax=ax)
+            sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", hue_order=models, palette=palette,
+                        ax=ax)
             for container in ax.containers:
                 ax.bar_label(container, fmt="%.0f", fontsize=8, padding=2)
         ax.set(title=title, xlabel="", ylabel=label, ylim=(0, 110))
@@ -192,7 +208,8 @@ def hallucination(params, out: Path) -> plt.Figure:
         if ax.get_legend():
             ax.get_legend().remove()
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="model", loc="upper center", ncol=len(models), bbox_to_anchor=(0.5, -0.02))
+    fig.legend(handles, labels, title="model", loc="upper center", ncol=min(2, len(models)),
+               bbox_to_anchor=(0.5, -0.02))
     save(fig, out)
     return fig
 
@@ -228,12 +245,12 @@ def _loss_rows(history: list[dict]) -> pd.DataFrame:
 
 
 def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], series: list[str | None],
-                         horizontal: bool = False) -> None:
-    """Grouped bars: scores[category][series] holds {"value", "ci95"}; the interval is drawn as an error bar and the
-    value written at the bar's end. A missing value (no words in the view) is marked 'n/a'."""
+                         colours: list, horizontal: bool = False) -> None:
+    """Grouped bars: scores[category][series] holds {"value", "ci95"}, series k drawn in colours[k] (a list of one
+    colour per category for a single unnamed series); the interval is drawn as an error bar and the value written at
+    the bar's end. A missing value (no words in the view) is marked 'n/a'."""
     import numpy as np
 
-    colours = sns.color_palette(PALETTE, max(len(series), len(categories)))
     width = 0.8 / len(series)
     for k, name in enumerate(series):
         positions = np.arange(len(categories)) + (k - (len(series) - 1) / 2) * width
@@ -242,9 +259,8 @@ def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], se
         errors = np.array([[v - (s[k]["ci95"][0] if s[k]["ci95"][0] is not None else v),
                             (s[k]["ci95"][1] if s[k]["ci95"][1] is not None else v) - v]
                            for v, s in zip(heights, scores)]).T
-        colour = colours[k] if name else colours[:len(categories)]
         draw = ax.barh if horizontal else ax.bar
-        draw(positions, heights, width * 0.95, color=colour, label=name,
+        draw(positions, heights, width * 0.95, color=colours[k], label=name,
              **({"xerr": errors} if horizontal else {"yerr": errors}), capsize=3, ecolor="0.25")
         for position, value, error in zip(positions, values, errors[1]):
             label = "n/a" if value is None else f"{value:.1f}"

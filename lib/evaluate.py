@@ -85,7 +85,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     seconds = time.perf_counter() - started
     log.info("%s: %d segments, both tasks from one encoder pass, in %.1f s", label, len(chosen), seconds)
     summary = {
-        "model_type": name, "model": "untrained" if untrained else "trained", "model_path": model_path,
+        "model_type": name, "label": families.model_label(params, name),
+        "model": "untrained" if untrained else "trained", "model_path": model_path,
         "split": split, "split_file": str(paths.splits / f"{split}.tsv"), "segments": len(chosen),
         "segments_in_split": len(test), "language": language,
         "decoding": {"num_beams": hp.num_beams, "batch_size": hp.batch_size, "max_length": hp.max_length,

@@ -40,7 +40,8 @@ def write(params: config.Params, name: str) -> Path:
                          pipeline_tag="automatic-speech-recognition", model_name=f"{params.profile}-{name}",
                          tags=["code-switching", "vietnamese", "speech-translation", family.name],
                          eval_results=results or None)
-    body = [f"# {family.label} for Vietnamese-English code-switched speech ({params.profile})", "",
+    title = f"{families.model_label(params, name)} for Vietnamese-English code-switched speech ({params.profile})"
+    body = [f"# {title}", "",
             f"Fine-tuned by vi-en-cs-speech from {base_model or ', '.join(family.model_names(hp).values())} to give "
             "the code-switched transcript of Vietnamese speech that switches into English, and its English "
             f"translation; the task is chosen at generation ({_prefixes(family)}).", "",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from lib import audio, config, evaluate, families, manifest as manifest_io, metrics
+from lib import audio, config, evaluate, manifest as manifest_io, metrics
 
 GENERALIZATION_OVERLAP = 50  # percent of word trigrams seen in training below which a set's wording counts as new
 PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
@@ -51,14 +52,14 @@ def generalization_table(params: config.Params):
             scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
                       for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
                       if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
-            rows.append({"model": families.get(name).label,
+            rows.append({"model": summary["label"],
                          "weights": "as it started" if untrained else "fine-tuned", "set": SET_LABELS[split],
                          "segments": summary["segments"], **scores,
                          "new speakers": "yes" if new_speakers[split] else "no",
                          "trigrams seen in training (%)": overlap[split],
                          "measures generalization": "yes" if new_speakers[split] and overlap[split] is not None
                          and overlap[split] < GENERALIZATION_OVERLAP else "no"})
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return styled(pd.DataFrame(rows))
 
 
 def retention_table(params: config.Params):
@@ -83,12 +84,12 @@ def retention_table(params: config.Params):
                                                    predictions[0]["hypothesis"].tolist(),
                                                    predictions[1]["hypothesis"].tolist(), metric,
                                                    hp.bootstrap_resamples, params.seed).to_dict()
-                rows.append({"model": families.get(name).label, "set": f"{retained.name} ({retained.language})",
+                rows.append({"model": tuned["label"], "set": f"{retained.name} ({retained.language})",
                              "forced": tuned["decoding"]["forced"][task], "segments": tuned["tasks"][task]["samples"],
                              "metric": metric.upper(), "as it started": f"{_value(before)} {_interval(before)}",
                              "fine-tuned": f"{_value(after)} {_interval(after)}",
                              "change": f"{change['value']:+.1f} {_interval(change)}"})
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return styled(pd.DataFrame(rows))
 
 
 def recordings_table(params: config.Params):
@@ -100,7 +101,7 @@ def recordings_table(params: config.Params):
         if "recordings" not in summary:
             continue
         found, short = summary["recordings"], summary["tasks"]
-        row = {"model": families.get(name).label, "set": SET_LABELS[split], "recordings": found["files"],
+        row = {"model": summary["label"], "set": SET_LABELS[split], "recordings": found["files"],
                "audio (s)": found["audio_seconds"]}
         for task, metric in (("transcribe", "wer"), ("translate", "bleu")):
             if task in found["tasks"] and found["tasks"][task]["samples"]:
@@ -108,7 +109,7 @@ def recordings_table(params: config.Params):
                 row |= {f"{metric.upper()}, recordings": f"{_value(whole)} {_interval(whole)}",
                         f"{metric.upper()}, segments": f"{_value(alone)} {_interval(alone)}"}
         rows.append(row | {"real-time factor": found["decoding"]["real_time_factor"], "outputs": found["outputs"]})
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return styled(pd.DataFrame(rows))
 
 
 def transcribed_recording(params: config.Params, name: str | None = None) -> pd.DataFrame:
@@ -141,7 +142,7 @@ def long_form_table(params: config.Params):
             continue
         long, short = summary["long_form"]["tasks"], summary["tasks"]
         wer, long_wer = short["transcribe"]["metrics"]["wer"], long["transcribe"]["metrics"]["wer"]
-        rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
+        rows.append({"model": summary["label"], "weights": "as it started" if untrained else "fine-tuned",
                      "recordings": summary["long_form"]["files"], "audio (s)": summary["long_form"]["audio_seconds"],
                      "segment WER": f"{_value(wer)} {_interval(wer)}", "long-form WER": f"{_value(long_wer)} "
                      f"{_interval(long_wer)}", "ratio": round(long_wer["value"] / wer["value"], 2)
@@ -152,7 +153,7 @@ def long_form_table(params: config.Params):
                      "words written in pauses": " / ".join(str(summary["long_form"]["hallucination"][t][
                          "words_in_pauses"]) for t in ("transcribe", "translate")),
                      "decoding": summary["long_form"]["decoding"]["how"]})
-    return pd.DataFrame(rows).style.hide(axis="index")
+    return styled(pd.DataFrame(rows))
 
 
 def hallucination_table(params: config.Params):
@@ -163,14 +164,14 @@ def hallucination_table(params: config.Params):
         for name, untrained, summary in evaluate.written_metrics(params, split):
             found = summary["hallucination"]
             quiet = found.get("nonspeech", {}).get("tasks", {})
-            rows.append({"model": families.get(name).label, "weights": "as it started" if untrained else "fine-tuned",
+            rows.append({"model": summary["label"], "weights": "as it started" if untrained else "fine-tuned",
                          "set": SET_LABELS[split], "looping transcripts (%)": found["transcribe"]["share"],
                          "looping translations (%)": found["translate"]["share"],
                          "long-form (%)": summary.get("long_form", {}).get("hallucination", {}).get(
                              "transcribe", {}).get("share", "–"),
                          **{f"non-speech, {task}s with text (%)": f"{shares['with_text']:g} → "
                             f"{shares['with_text_gated']:g} gated" for task, shares in quiet.items()}})
-    return pd.DataFrame(rows).fillna("–").style.hide(axis="index").format(precision=1)
+    return styled(pd.DataFrame(rows).fillna("–"), precision=1)
 
 
 def nonspeech_table(params: config.Params):
@@ -186,13 +187,13 @@ def nonspeech_table(params: config.Params):
                                    "gated": t["gated"]} for o in found["outputs"] for t in o["tasks"].values()])
             for kind, clips in frame.groupby("kind", sort=False):
                 written = clips[clips.text.str.strip().astype(bool)]
-                rows.append({"model": families.get(name).label,
+                rows.append({"model": summary["label"],
                              "weights": "as it started" if untrained else "fine-tuned",
                              "kind": kind + (" (never in training)" if clips.held_out.iloc[0] else ""),
                              "outputs": len(clips), "with text (%)": 100 * len(written) / len(clips),
                              "with text, gated (%)": 100 * clips.gated.str.strip().astype(bool).mean(),
                              "for example": written.text.iloc[0][:60] if len(written) else "(nothing)"})
-    return pd.DataFrame(rows).style.hide(axis="index").format(precision=0)
+    return styled(pd.DataFrame(rows), precision=0)
 
 
 def parity_table(parity: dict):
@@ -205,8 +206,7 @@ def parity_table(parity: dict):
         "segments_per_second": "segments/s", "hf_segments_per_second": "transformers segments/s"})
     runtime = [f"{key} {value}" for key, value in parity.items() if key not in ("model", "split", "device", "decoding",
                                                                                    "rows")]
-    return frame.style.hide(axis="index").format(precision=2).set_caption(
-        ", ".join(["test split", parity["device"], *runtime, "both tasks decoded per segment"]))
+    return styled(frame, ", ".join(["test split", parity["device"], *runtime, "both tasks decoded per segment"]))
 
 
 def views_table(results: dict[str, dict]) -> pd.DataFrame:
@@ -233,7 +233,7 @@ def substitutions(results: dict[str, dict], model_type: str):
     """A model's most frequent substitutions (as many as its metrics file keeps), captioned with the model."""
     frame = pd.DataFrame(results[model_type]["tasks"]["transcribe"]["top_substitutions"],
                          columns=["reference", "hypothesis", "count", "reference_language"])
-    return frame.style.hide(axis="index").set_caption(families.get(model_type).label)
+    return styled(frame, results[model_type]["label"])
 
 
 def worst_utterances(params: config.Params, model_type: str, task: str, count: int = 3) -> None:
@@ -263,7 +263,7 @@ def errors_by(params: config.Params, model_type: str, by: str):
                                                               words=("reference_words", "sum"),
                                                               errors=("errors", "sum"))
     grouped["WER (%)"] = 100 * grouped.errors / grouped.words
-    return grouped.sort_values("WER (%)", ascending=False).style.format(precision=2).set_caption(model_type)
+    return styled(grouped.sort_values("WER (%)", ascending=False), model_type, index=True, precision=1)
 
 
 def error_browser(params: config.Params):
@@ -294,6 +294,25 @@ def error_browser(params: config.Params):
     groups()
     show()
     return widgets.VBox([widgets.HBox([model, by, group]), shown])
+
+
+def styled(frame: pd.DataFrame, caption: str | None = None, index: bool = False, precision: int | None = None):
+    """A table as a report shows it: each number to its own precision (`number`), or with `precision` decimals;
+    missing values as "–"; the index hidden unless `index`."""
+    style = frame.style.format(number, na_rep="–") if precision is None else \
+        frame.style.format(precision=precision, na_rep="–", thousands=",")
+    style = style if index else style.hide(axis="index")
+    return style.set_caption(caption) if caption else style
+
+
+def number(value) -> str:
+    """A cell as written: a float to four significant digits without padded zeros (76.1, 0.236, 3), whole numbers
+    from 1,000 up with thousands separators; anything else as it is."""
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return "–"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
 
 
 def _value(score: dict) -> str:

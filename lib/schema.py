@@ -79,6 +79,11 @@ class RunPaths:
         return self.root / "reports"
 
     @property
+    def logs(self) -> Path:
+        """Each stage's library messages (warnings, load reports), kept out of the executed reports."""
+        return self.root / "logs"
+
+    @property
     def provenance(self) -> Path:
         return self.root / "provenance.json"
 

@@ -106,7 +106,8 @@ class TrainingDiverged(RuntimeError):
 
 def progress_callbacks(name: str, tensorboard_dir: Path) -> list:
     """What a multi-hour run shows while it runs: a line per logging step (step of total, loss, learning rate,
-    elapsed time and ETA) and per checkpoint (val scores), and TensorBoard curves in `tensorboard_dir`."""
+    elapsed time and ETA) and per checkpoint (val scores), and TensorBoard curves in `tensorboard_dir`; and each
+    checkpoint made shareable."""
     from transformers import TrainerCallback
     from transformers.integrations import TensorBoardCallback
 
@@ -137,7 +138,15 @@ def progress_callbacks(name: str, tensorboard_dir: Path) -> list:
             super().__init__()
             self.logging_dir = str(tensorboard_dir)
 
-    return [ProgressLine(), RunTensorBoard()]
+    class ShareableCheckpoints(TrainerCallback):
+        """Each checkpoint's files with the umask's permissions (transformers writes the weights owner-only)."""
+
+        def on_save(self, args, state, control, **kwargs):
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and checkpoint.exists():
+                atomic.make_shareable(checkpoint)
+
+    return [ProgressLine(), RunTensorBoard(), ShareableCheckpoints()]
 
 
 def _clock(seconds: float) -> str:
@@ -255,7 +264,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     if state.is_main_process:
         bundle.save_processing(staging)
         family.save_decoding(staging, tasks.DecodingOptions.for_test("transcribe", params.evaluation))
-        atomic.replace_folder(staging, final_dir)  # final/ is the old model or the new one, never half of one
+        atomic.replace_folder(atomic.make_shareable(staging), final_dir)  # the old model or the new, never half
         atomic.write_json(results_file, summary)
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)
         model_card.write(params, name)

@@ -15,9 +15,10 @@ from lib.families.base import LONG_FORM_TOKENS
 pytestmark = pytest.mark.slow
 
 
-def run_cli(*args, env=None):
+def run_cli(*args, env=None, umask=None):
     return subprocess.run([sys.executable, "-m", "lib.pipeline", *args], capture_output=True, text=True,
-                          cwd=config.PROJECT_ROOT, env={**os.environ, **(env or {})})
+                          cwd=config.PROJECT_ROOT, env={**os.environ, **(env or {})},
+                          preexec_fn=None if umask is None else lambda: os.umask(umask))
 
 
 TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true", "whisper.pack_seconds=0",
@@ -34,8 +35,10 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
             f"e2e.encoder={out}/models/wav2vec2-demo", f"e2e.decoder={out}/models/mbart-demo", *TINY_E2E]
     proc = run_cli("--params", "params/demo.yaml", *[a for s in sets for a in ("--set", s)],
                    "--set", "evaluation.bootstrap_resamples=200", "--set", "evaluation.max_length=24",
-                   "--set", "evaluation.segments=0")
+                   "--set", "evaluation.segments=0", umask=0o022)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    private = [p.relative_to(out) for p in out.rglob("*") if (p.stat().st_mode & 0o044) != 0o044]
+    assert not private, f"not readable by group and others under umask 022: {private[:5]}"
 
     report = nbformat.read(out / "reports" / "01_split.ipynb", as_version=4)
     injected = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
@@ -105,6 +108,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     check_recordings(out, tmp_path / "cli")
     check_model_card(out)
     check_charts(out)
+    check_clean_reports(out)
 
 
 def check_evaluation(out, corpus):
@@ -286,6 +290,22 @@ def check_model_card(out):
         assert results[0]["metrics"][0] == {"type": "wer", "value": wer["value"], "name": "WER"}
         assert f"| test split | {metrics['segments']} | {wer['value']:.1f} [" in card
         assert "held-out set" in card and "measures generalization" in card
+
+
+def check_clean_reports(out):
+    """The executed reports hold results only: no library warnings, load reports or progress bars (they go to the
+    stage's log), no numbers padded to six decimals."""
+    for path in sorted((out / "reports").glob("*.ipynb")):
+        report = nbformat.read(path, as_version=4)
+        for cell in report.cells:
+            for output in cell.get("outputs", []):
+                shown = str(output)
+                assert not (output.output_type == "stream" and output.name == "stderr"), (path.name, shown[:300])
+                assert not re.search(r"\b\d+\.\d{6}\b", shown), (path.name, re.search(r".{60}\d+\.\d{6}", shown))
+                noise = re.search(r"(?i).{0,60}(warning|deprecat|load report|seem corrupted|loading weights).{0,60}",
+                                  shown)
+                assert not noise, (path.name, noise and noise.group(0))
+    assert "LOAD REPORT" in (out / "logs" / "04_train_e2e.log").read_text()  # the tiny E2E model's, kept there
 
 
 def check_charts(out):

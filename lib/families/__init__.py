@@ -35,6 +35,16 @@ def get(name: str) -> Family:
         raise ValueError(f"model family: expected one of {', '.join(names())}, got {name!r}") from None
 
 
+TINY = "tiny, random weights: checks the pipeline, not a model"
+
+
+def model_label(params, name: str) -> str:
+    """What reports, charts and cards call the model of family `name` in a run: its label, with TINY when the run
+    built it with random weights (`build_tiny`)."""
+    label = get(name).label
+    return f"{label} ({TINY})" if getattr(params.section(name), "build_tiny", False) else label
+
+
 def for_model_type(model_type: str | None) -> Family:
     """The family whose saved models' config.json says `model_type` (ValueError naming the known ones)."""
     found = [family for family in FAMILIES.values() if family.model_type and family.model_type == model_type]

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from lib import features, tasks
+from lib import atomic, features, tasks
 from lib.families.base import Bundle, Family, local_or_hub, unwrap
 from lib.schema import TrainingParams, resolve
 
@@ -238,4 +238,4 @@ def build_tiny_e2e(encoder_out: str | Path, decoder_out: str | Path, texts: Iter
         num_conv_pos_embedding_groups=4, vocab_size=32))
     encoder.save_pretrained(encoder_out)
     Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(encoder_out)
-    return encoder_out, decoder_out
+    return atomic.make_shareable(encoder_out), atomic.make_shareable(decoder_out)

@@ -22,7 +22,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from lib import audio, augment, features, nonspeech, packing, tasks
+from lib import atomic, audio, augment, features, nonspeech, packing, tasks
 from lib.families.base import Bundle, Export, Family, local_or_hub, sampling_arguments, seeded, select_rows, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
@@ -585,7 +585,7 @@ def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: in
                                                         begin_suppress_tokens=[ids("Ġ"), eot])
     model.save_pretrained(out)
     WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
-    return out
+    return atomic.make_shareable(out)
 
 
 def log_mel(wave: np.ndarray, feature_extractor) -> np.ndarray:
