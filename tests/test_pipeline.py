@@ -109,6 +109,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     check_model_card(out)
     check_charts(out)
     check_clean_reports(out)
+    check_verdict(out)
 
 
 def check_evaluation(out, corpus):
@@ -290,6 +291,22 @@ def check_model_card(out):
         assert results[0]["metrics"][0] == {"type": "wer", "value": wer["value"], "name": "WER"}
         assert f"| test split | {metrics['segments']} | {wer['value']:.1f} [" in card
         assert "held-out set" in card and "measures generalization" in card
+
+
+def check_verdict(out):
+    """05 and 06 open with the verdict the run writes to summary.md, from its metrics: the honest set first."""
+    verdict = (out / "summary.md").read_text(encoding="utf-8")
+    whisper = json.loads((out / "results" / "whisper_heldout_metrics.json").read_text())
+    wer = whisper["tasks"]["transcribe"]["metrics"]["wer"]
+    honest = verdict.index("**Held-out set")
+    assert honest < verdict.index("**Test split") and f"WER {wer['value']:.1f} [{wer['ci95'][0]:.1f}, " in verdict
+    assert "(tiny, random weights: checks the pipeline, not a model)" in verdict and "What to try next" in verdict
+    for name, before in (("05_evaluate", "Scores against the targets"), ("06_charts", "Training loss")):
+        cells = nbformat.read(out / "reports" / f"{name}.ipynb", as_version=4).cells
+        shown = ["".join(str(o) for o in c.get("outputs", [])) for c in cells]
+        opening = [i for i, o in enumerate(shown) if "What to try next" in o]
+        section = next(i for i, c in enumerate(cells) if c.source.startswith(f"## {before}"))
+        assert len(opening) == 1 and opening[0] < section
 
 
 def check_clean_reports(out):
