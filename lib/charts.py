@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
@@ -15,6 +16,7 @@ from lib import atomic, evaluate, families, metrics
 from lib.config import SPLITS
 
 PALETTE = "colorblind"
+MIN_SEGMENTS = 5  # a bin with fewer segments gets no bar: its interval would say nothing
 
 
 def colour(name: str, untrained: bool = False) -> tuple:
@@ -35,7 +37,7 @@ def split_durations(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Histogram of segment durations per split, from a frame with `split` and `duration` columns."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.histplot(segments, x="duration", hue="split", hue_order=SPLITS, element="step", stat="percent",
+    sns.histplot(segments, x="duration", hue="split", hue_order=SPLITS, element="step", fill=False, stat="percent",
                  common_norm=False, bins=30, ax=ax)
     ax.set(title="Segment durations per split", xlabel="segment duration (s)", ylabel="segments in the split (%)")
     save(fig, out)
@@ -46,7 +48,7 @@ def split_code_mixing(segments: pd.DataFrame, out: Path) -> plt.Figure:
     """Code-mixing index per segment, per split (0: one language; 50: both equally)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4))
-    sns.histplot(segments, x="code_mixing_index", hue="split", hue_order=SPLITS, element="step",
+    sns.histplot(segments, x="code_mixing_index", hue="split", hue_order=SPLITS, element="step", fill=False,
                  stat="percent", common_norm=False, binwidth=5, binrange=(0, 50), ax=ax)
     ax.set(title="Code-mixing index per split", xlabel="code-mixing index (0 = monolingual, 50 = evenly mixed)",
            ylabel="segments in the split (%)")
@@ -59,11 +61,11 @@ def label_lengths(examples: pd.DataFrame, out: Path, title: str) -> plt.Figure:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     fig.suptitle(title)
-    sns.histplot(examples, x="label_tokens", hue="task", element="step", bins=30, ax=axes[0])
+    sns.histplot(examples, x="label_tokens", hue="task", element="step", fill=False, bins=30, ax=axes[0])
     axes[0].set(title="Label length per task", xlabel="label tokens (prefix and end token included)",
                 ylabel="examples")
     sns.histplot(examples[examples.task == "transcribe"], x="duration", hue="split",  # one per kept segment
-                 hue_order=SPLITS, element="step", bins=30, ax=axes[1])
+                 hue_order=SPLITS, element="step", fill=False, bins=30, ax=axes[1])
     axes[1].set(title="Audio duration per split", xlabel="segment duration (s)", ylabel="segments")
     save(fig, out)
     return fig
@@ -96,23 +98,37 @@ def training_loss(histories: dict[str, list[dict]], labels: dict[str, str], out:
     return fig
 
 
-def score_comparison(results: dict[str, dict], task: str, metric: str, target: float, out: Path) -> plt.Figure:
-    """One bar per model with its 95 % interval and the target as a dashed line."""
+def score_comparison(params, task: str, metric: str, out: Path) -> plt.Figure:
+    """Each fine-tuned model on each set 05 scored, the honest set (held-out) first and the test split hatched, with
+    95 % intervals and the target as a dashed line; one colour per model (`colour`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    names = {"wer": "WER (%), lower is better", "bleu": "BLEU, higher is better"}
-    rows = [{"model": s["label"], **s["tasks"][task]["metrics"][metric]} for s in results.values()]
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.9 * len(rows)))
-    _bars_with_intervals(ax, [textwrap.fill(r["model"], 40) for r in rows], [[r] for r in rows], [None],
-                         [[colour(m) for m in results]], horizontal=True)
+    sets = list(reversed(params.eval_sets))
+    found = {split: {name: summary for name, untrained, summary in evaluate.written_metrics(params, split)
+                     if not untrained} for split in sets}
+    names = [name for name in params.family_names if name in found[sets[-1]]]
+    scores = [[found[split].get(name, {}).get("tasks", {}).get(task, {}).get("metrics", {}).get(metric, _MISSING)
+               for split in sets] for name in names]
+    target = params.evaluation.target_wer if metric == "wer" else params.evaluation.target_bleu
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(names) * len(sets)))
+    styles = [{}, {"hatch": "//", "alpha": 0.55}][:len(sets)]
+    _bars_with_intervals(ax, [textwrap.fill(found[sets[-1]][n]["label"], 34) for n in names], scores,
+                         [SET_NAMES[split] for split in sets], [[colour(n) for n in names]] * len(sets),
+                         horizontal=True, styles=styles, legend=False)
     sense = "below" if metric == "wer" else "above"
-    ax.axvline(target, color="black", linestyle="--", linewidth=1.2, label=f"target: {sense} {target:g}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+    line = ax.axvline(target, color="black", linestyle="--", linewidth=1.2, label=f"target: {sense} {target:g}")
+    handles = [Patch(facecolor="0.65", edgecolor="0.3", label=SET_NAMES[split], **style)
+               for split, style in zip(sets, styles)]
+    ax.legend(handles=[*handles, line], loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.invert_yaxis()  # models top to bottom in the order given
-    ax.set(title=f"{metric.upper()} on the test split ({task}), with 95 % bootstrap intervals",
-           xlabel=names.get(metric, metric), ylabel="")
-    ax.set_xlim(0, max(100 if metric == "wer" else 30, *[(r["ci95"][1] or r["value"] or 0) * 1.15 for r in rows]))
+    names_of = {"wer": "WER (%), lower is better", "bleu": "BLEU, higher is better"}
+    ax.set(title=f"{metric.upper()} ({task}), with 95 % bootstrap intervals", xlabel=names_of[metric], ylabel="")
+    ends = [(score["ci95"][1] or score["value"] or 0) for row in scores for score in row]
+    ax.set_xlim(0, max(100 if metric == "wer" else 30, *[end * 1.15 for end in ends]))
     save(fig, out)
     return fig
+
+
+SET_NAMES = {"test": "test split (new speakers)", "heldout": "held-out set (new speakers, new sentences)"}
 
 
 def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
@@ -120,10 +136,14 @@ def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(10, 4.5))
     groups = [[s["tasks"]["transcribe"]["metrics"][v] for v in metrics.VIEWS] for s in results.values()]
-    _bars_with_intervals(ax, [metrics.VIEW_LABELS[v] for v in metrics.VIEWS], list(zip(*groups)),
+    labels = {**metrics.VIEW_LABELS, "english_insertions": "English insertions\n(in mixed utterances)"}
+    _bars_with_intervals(ax, [labels[v] for v in metrics.VIEWS], list(zip(*groups)),
                          [s["label"] for s in results.values()], [colour(m) for m in results])
-    ax.set(title="Transcript errors by language, on one alignment of each whole utterance",
-           xlabel="reference words scored", ylabel="error rate (%) with 95 % interval")
+    same = all(s["tasks"]["transcribe"]["metrics"]["wer_en"] == s["tasks"]["transcribe"]["metrics"][
+        "english_insertions"] for s in results.values())
+    ax.set(title="Transcript errors by language, on one alignment of each whole utterance" + (
+        "\n(English insertions equal English words here: every English word sits in a mixed utterance)"
+        if same else ""), xlabel="reference words scored", ylabel="error rate (%) with 95 % interval")
     save(fig, out)
     return fig
 
@@ -131,12 +151,15 @@ def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
 def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
     """WER per code-mixing-index bin for each model; each bin's label gives its segment count."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    bins = [s["tasks"]["transcribe"]["by_cmi"] for s in results.values()]
+    bins = [[row if row["segments"] >= MIN_SEGMENTS else {**row, "value": None, "ci95": [None, None],
+                                                          "note": "too few"}
+             for row in s["tasks"]["transcribe"]["by_cmi"]] for s in results.values()]
     labels = [f"{row['bin']}\n{row['segments']} segments" for row in bins[0]]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     _bars_with_intervals(ax, labels, list(zip(*bins)), [s["label"] for s in results.values()],
                          [colour(m) for m in results])
-    ax.set(title="WER by code-mixing index of the reference (test split)",
+    ax.set(title=f"WER by code-mixing index of the reference (test split; bins of under {MIN_SEGMENTS} segments "
+                 "are too few to score)",
            xlabel="code-mixing index (0 = one language, 50 = evenly mixed)", ylabel="WER (%) with 95 % interval")
     save(fig, out)
     return fig
@@ -245,10 +268,11 @@ def _loss_rows(history: list[dict]) -> pd.DataFrame:
 
 
 def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], series: list[str | None],
-                         colours: list, horizontal: bool = False) -> None:
-    """Grouped bars: scores[category][series] holds {"value", "ci95"}, series k drawn in colours[k] (a list of one
-    colour per category for a single unnamed series); the interval is drawn as an error bar and the value written at
-    the bar's end. A missing value (no words in the view) is marked 'n/a'."""
+                         colours: list, horizontal: bool = False, styles: list[dict] | None = None,
+                         legend: bool = True) -> None:
+    """Grouped bars: scores[category][series] holds {"value", "ci95"}, series k drawn in colours[k] (one colour, or
+    one per category) with `styles[k]` (hatch, alpha); the interval is drawn as an error bar and the value written at
+    the bar's end. A missing value is marked with its "note", else 'n/a' (no words in the view)."""
     import numpy as np
 
     width = 0.8 / len(series)
@@ -260,10 +284,10 @@ def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], se
                             (s[k]["ci95"][1] if s[k]["ci95"][1] is not None else v) - v]
                            for v, s in zip(heights, scores)]).T
         draw = ax.barh if horizontal else ax.bar
-        draw(positions, heights, width * 0.95, color=colours[k], label=name,
+        draw(positions, heights, width * 0.95, color=colours[k], label=name, **(styles[k] if styles else {}),
              **({"xerr": errors} if horizontal else {"yerr": errors}), capsize=3, ecolor="0.25")
-        for position, value, error in zip(positions, values, errors[1]):
-            label = "n/a" if value is None else f"{value:.1f}"
+        for position, value, error, score in zip(positions, values, errors[1], [s[k] for s in scores]):
+            label = score.get("note", "n/a") if value is None else f"{value:.1f}"
             end = (value or 0) + error  # past the interval's cap
             if horizontal:
                 ax.annotate(label, (end, position), xytext=(4, 0), textcoords="offset points", va="center",
@@ -276,5 +300,5 @@ def _bars_with_intervals(ax, categories: list[str], scores: list[list[dict]], se
     if not horizontal:
         tops = [(s[k]["ci95"][1] or s[k]["value"] or 0) for s in scores for k in range(len(series))]
         ax.set_ylim(0, max(tops + [1]) * 1.12)
-    if any(series):
+    if legend and any(series):
         ax.legend(title="model", loc="upper left", bbox_to_anchor=(1.01, 1))

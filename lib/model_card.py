@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import atomic, config, families, tasks
+from lib import atomic, config, families, manifest, tasks
 
 SET_NAMES = {"test": "test split", "heldout": "held-out set"}
 
@@ -36,8 +36,9 @@ def write(params: config.Params, name: str) -> Path:
                 results.append(EvalResult(task_type=task_type, task_name=task_name, dataset_type="custom",
                                           dataset_name=f"{params.profile} {SET_NAMES[split]}", dataset_split=split,
                                           metric_type=metric, metric_name=metric.upper(), metric_value=score["value"]))
-    data = ModelCardData(language=["vi", "en"], base_model=base_model,
-                         pipeline_tag="automatic-speech-recognition", model_name=f"{params.profile}-{name}",
+    data = ModelCardData(language=["vi", "en"], base_model=base_model, license=hp.license or family.license,
+                         datasets=[_data_name(params)], pipeline_tag="automatic-speech-recognition",
+                         model_name=f"{params.profile}-{name}",
                          tags=["code-switching", "vietnamese", "speech-translation", family.name],
                          eval_results=results or None)
     title = f"{families.model_label(params, name)} for Vietnamese-English code-switched speech ({params.profile})"
@@ -45,7 +46,8 @@ def write(params: config.Params, name: str) -> Path:
             f"Fine-tuned by vi-en-cs-speech from {base_model or ', '.join(family.model_names(hp).values())} to give "
             "the code-switched transcript of Vietnamese speech that switches into English, and its English "
             f"translation; the task is chosen at generation ({_prefixes(family)}).", "",
-            *_usage(family, params), *_data(report), *_training(hp, trained), *_scores(scored, report)]
+            *_usage(family, params, folder), *_data(report, _data_name(params)), *_training(hp, trained),
+            *_scores(scored, report), *_limitations(params, name, scored, report)]
     return atomic.write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
 
@@ -53,15 +55,28 @@ def _prefixes(family: families.Family) -> str:
     return ", ".join(f"{task}: `{family.forced_prefix(task)}`" for task in ("transcribe", "translate"))
 
 
-def _usage(family: families.Family, params: config.Params) -> list[str]:
+def _usage(family: families.Family, params: config.Params, folder: Path) -> list[str]:
     usage = family.usage_for(tasks.DecodingOptions.for_test("transcribe", params.evaluation))
-    return ["## How to use", "", "```python", usage.strip("\n"), "```", ""]
+    exports = sorted(p.name for p in folder.parent.glob("ct2-*") if (p / "model.bin").exists())
+    lines = ["## How to use", "", "Whole recordings of any length, transcript and translation with timestamps (txt, "
+             "srt, vtt, tsv, json), with the vi-en-cs-speech package:", "", "```bash",
+             "python -m lib.transcribe meeting.wav --model PATH", "```", "", "In Python, one segment:", "",
+             "```python", usage.strip("\n"), "```", ""]
+    if exports:
+        lines += [f"CTranslate2 exports beside this folder ({', '.join(exports)}) load in faster-whisper "
+                  "(`WhisperModel(\"PATH/../" + exports[0] + "\")`) and in `lib.transcribe`.", ""]
+    return lines
 
 
-def _data(report: dict | None) -> list[str]:
+def _data_name(params: config.Params) -> str:
+    """The training data by name: the folder of its manifest (`data/demo/manifest.tsv`: demo), never a path."""
+    return Path(params.manifest_path).parent.name
+
+
+def _data(report: dict | None, data_name: str) -> list[str]:
     if not report:
         return []
-    lines = ["## Training data", "", f"From `{report['manifest']['manifest']}` "
+    lines = ["## Training data", "", f"From the `{data_name}` manifest "
              f"({report['manifest']['hours']:.2f} h, {report['manifest']['valid_rows']} segments, "
              f"{report['groups']} {report['disjoint_by']}), split by audio duration and {report['disjoint_by']}:", "",
              "| split | hours | segments | speakers | word trigrams seen in train (%) |", "|---|---|---|---|---|"]
@@ -87,7 +102,9 @@ def _training(hp, trained: dict | None) -> list[str]:
                   f"| trainable parameters | {trained['parameters']['trainable']:,} of "
                   f"{trained['parameters']['total']:,} |", f"| device | {trained['device']} |"]
         final, untrained = trained["final"], trained["untrained"]
-        lines += ["", "Val scores (greedy decoding), as it started and fine-tuned:", "",
+        lines += ["", f"Val scores during training (greedy, {hp.eval_segments or 'all'} val segments per task, no "
+                  "interval: a check that training moves, not a score; the evaluation below is the one to read), as "
+                  "it started and fine-tuned:", "",
                   "| | WER (%) | BLEU |", "|---|---|---|",
                   f"| as it started | {untrained.get('untrained_transcribe_wer', 0):.1f} | "
                   f"{untrained.get('untrained_translate_bleu', 0):.1f} |",
@@ -110,7 +127,8 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
             low, high = score["ci95"] if score else (None, None)
             cells.append("" if not score or score["value"] is None else
                          f"{score['value']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else ""))
-        lines.append(f"| {SET_NAMES[split]} | {summary['segments']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
+                     + " | ".join(cells) + " |")
     if report:
         test = report["splits"]["test"]["trigram_overlap_with_train"]
         held = report.get("heldout", {}).get("trigram_overlap_with_train")
@@ -120,6 +138,32 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
                   + (f" The held-out set has new speakers and new sentences ({held} % of its trigrams occur in "
                      "training): its score is the one that measures generalization." if held is not None else "")]
     return [*lines, ""]
+
+
+def _limitations(params: config.Params, name: str, scored: dict[str, dict], report: dict | None) -> list[str]:
+    lines = ["## Limitations", ""]
+    if getattr(params.section(name), "build_tiny", False):
+        lines.append(f"- This model is {families.TINY.replace(':', ';')}. Built with random weights and trained "
+                     "briefly, it shows that the pipeline runs end to end; its outputs and scores mean nothing.")
+    if _bundled(params.manifest_path):
+        lines.append("- Trained and scored on the bundled demo corpus: synthetic speech from espeak-ng voices, "
+                     "not recordings of people. Nothing here says how it does on real speech.")
+    if report:
+        train = report["splits"]["train"]
+        lines.append(f"- Trained on {train['hours']:.2f} h from {train['speakers']} speakers; voices, accents and "
+                     "recording conditions far from those are untested.")
+    sets = ", ".join(f"{found['segments']} of {found['segments_in_split']} segments of the {SET_NAMES[split]}"
+                     for split, found in scored.items())
+    lines += [f"- Scored on {sets}: read the intervals, not only the values." if scored else "- Not evaluated yet.",
+              "- The language is forced (Vietnamese speech; English words inside it are transcribed as English): "
+              "it does not detect languages, and speech in other languages is out of scope.", ""]
+    return lines
+
+
+def _bundled(manifest_path: Path) -> bool:
+    """Whether the manifest's audio is the bundled (synthetic) corpus under the project's `data/`."""
+    first = manifest.read(manifest_path).segments[0].audio.resolve()
+    return (config.PROJECT_ROOT / "data").resolve() in first.parents
 
 
 def _read(path: Path) -> dict | None:

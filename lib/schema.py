@@ -99,6 +99,7 @@ class TrainingParams:
     A family's params dataclass adds the models it loads (see lib.families)."""
 
     build_tiny: bool  # build tiny random-weight models at the named folders if they do not exist (demo, tests)
+    license: MayBeEmpty  # the model card's license ("": the base model's, the family's `license`)
     batch_size: int
     eval_batch_size: int
     grad_accum: int

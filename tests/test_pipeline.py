@@ -110,6 +110,7 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
     check_charts(out)
     check_clean_reports(out)
     check_verdict(out)
+    check_chart_consistency(out)
 
 
 def check_evaluation(out, corpus):
@@ -280,6 +281,7 @@ def check_recordings(out, cli_out):
 def check_model_card(out):
     """Each trained model's folder carries a model card with its test scores."""
     import yaml
+    from huggingface_hub import ModelCard
 
     for name in ("whisper", "e2e"):
         card = (out / name / "final" / "README.md").read_text(encoding="utf-8")
@@ -289,8 +291,18 @@ def check_model_card(out):
         metrics = json.loads((out / "results" / f"{name}_metrics.json").read_text())
         wer = metrics["tasks"]["transcribe"]["metrics"]["wer"]
         assert results[0]["metrics"][0] == {"type": "wer", "value": wer["value"], "name": "WER"}
-        assert f"| test split | {metrics['segments']} | {wer['value']:.1f} [" in card
+        assert f"| test split | {metrics['segments']} of {metrics['segments_in_split']} | {wer['value']:.1f} [" in card
         assert "held-out set" in card and "measures generalization" in card
+        parsed = ModelCard.load(out / name / "final" / "README.md")  # as the hub reads it
+        assert parsed.data.license == {"whisper": "mit", "e2e": "apache-2.0"}[name]
+        assert parsed.data.datasets == ["corpus"] and str(out) not in card  # data by name, no machine path
+        index = {(r.dataset_split, r.metric_type): r.metric_value for r in parsed.data.eval_results}
+        written = {(split, metric): json.loads((out / "results" / f"{label}_metrics.json").read_text())["tasks"][
+            task]["metrics"][metric]["value"] for split, label in (("test", name), ("heldout", f"{name}_heldout"))
+            for task, metric in (("transcribe", "wer"), ("translate", "bleu"))}
+        assert index == written
+        assert "## Limitations" in card and "synthetic speech from espeak-ng voices" in card
+        assert ("tiny, random weights" in card) == (name == "e2e") and "python -m lib.transcribe" in card
 
 
 def check_verdict(out):
@@ -323,6 +335,50 @@ def check_clean_reports(out):
                                   shown)
                 assert not noise, (path.name, noise and noise.group(0))
     assert "LOAD REPORT" in (out / "logs" / "04_train_e2e.log").read_text()  # the tiny E2E model's, kept there
+
+
+def check_chart_consistency(out):
+    """Every 06 chart drawn again from the run's files at the size it is saved: one colour per model and state in
+    every legend, no overlapping tick labels, whole steps on the loss axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgb
+    from test_charts import overlapping
+
+    from lib import charts, evaluate, families, split as splitting
+
+    params = config.validate(json.loads((out / "provenance.json").read_text())["params"], source="provenance")
+    results = evaluate.load_results(params)
+    histories = {m: json.loads((out / "results" / f"{m}_history.json").read_text()) for m in results}
+    expected = {}
+    for name in params.family_names:
+        label = families.model_label(params, name)
+        expected |= {label: charts.colour(name), f"{label}, fine-tuned": charts.colour(name),
+                     f"{label}, as it started": charts.colour(name, untrained=True)}
+    again = out / "charts-again"
+    figures = {"training_loss": charts.training_loss(histories, {m: s["label"] for m, s in results.items()},
+                                                     again / "loss.png"),
+               "wer": charts.score_comparison(params, "transcribe", "wer", again / "wer.png"),
+               "bleu": charts.score_comparison(params, "translate", "bleu", again / "bleu.png"),
+               "per_language": charts.per_language_errors(results, again / "language.png"),
+               "cmi": charts.wer_by_cmi(results, again / "cmi.png"),
+               "generalization": charts.generalization(params, again / "generalization.png"),
+               "hallucination": charts.hallucination(params, again / "hallucination.png"),
+               "splits": charts.split_overview(splitting.read_segment_frame(params.paths.splits), again / "splits.png")}
+    matched = 0
+    for chart, fig in figures.items():
+        fig.canvas.draw()
+        for ax in fig.axes:
+            assert not overlapping(ax.get_xticklabels()) and not overlapping(ax.get_yticklabels()), chart
+        for legend in [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends:
+            for handle, text in zip(legend.legend_handles, legend.get_texts()):
+                if text.get_text() in expected:
+                    assert to_rgb(handle.get_facecolor()) == to_rgb(expected[text.get_text()]), (chart, text)
+                    matched += 1
+    assert matched >= 8  # the legends name the models: trained and starting, in several charts
+    for ax in figures["training_loss"].axes:
+        assert all(float(t).is_integer() for t in ax.get_xticks())
 
 
 def check_charts(out):

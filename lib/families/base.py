@@ -63,6 +63,7 @@ class Family(abc.ABC):
 
     name: str  # its params section, its folder under outputs/<profile>/, its results' file prefix
     label: str  # what reports and charts call it
+    license = "other"  # the base model's license, a Hugging Face license id (the model card's default)
     notebook: str  # the stage that trains it (its notebook's name), named in errors when its model is missing
     notebook_dir: Path = NOTEBOOK_DIR  # where that notebook lives
     params_class: type[TrainingParams]  # its params section

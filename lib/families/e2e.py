@@ -38,6 +38,7 @@ class DecoderNotLoaded(RuntimeError):
 class E2E(Family):
     name = "e2e"
     label = "wav2vec2 + mBART-50"
+    license = "apache-2.0"  # wav2vec2 XLS-R's (mBART-50's is MIT): the stricter of the two bases
     notebook = "04_train_e2e"
     params_class = E2EParams
     input_column = "input_values"

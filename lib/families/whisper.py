@@ -71,6 +71,7 @@ def training_stream(seg) -> tuple:
 class Whisper(Family):
     name = "whisper"
     label = "Whisper"
+    license = "mit"  # OpenAI's Whisper checkpoints
     notebook = "03_train_whisper"
     params_class = WhisperParams
     input_column = "input_features"
