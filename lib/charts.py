@@ -223,7 +223,7 @@ def hallucination(params, out: Path) -> plt.Figure:
                                     "non-speech clips with text (%)")):
         if rows:
             sns.barplot(pd.DataFrame(rows), x="what", y="share", hue="model", hue_order=models, palette=palette,
-                        ax=ax)
+                        saturation=1, ax=ax)  # the palette's colours as they are
             for container in ax.containers:
                 ax.bar_label(container, fmt="%.0f", fontsize=8, padding=2)
         ax.set(title=title, xlabel="", ylabel=label, ylim=(0, 110))

@@ -43,12 +43,18 @@ def write(params: config.Params, name: str) -> Path:
                          eval_results=results or None)
     title = f"{families.model_label(params, name)} for Vietnamese-English code-switched speech ({params.profile})"
     body = [f"# {title}", "",
-            f"Fine-tuned by vi-en-cs-speech from {base_model or ', '.join(family.model_names(hp).values())} to give "
+            f"Fine-tuned by vi-en-cs-speech from {base_model or _started_from(params, name)} to give "
             "the code-switched transcript of Vietnamese speech that switches into English, and its English "
             f"translation; the task is chosen at generation ({_prefixes(family)}).", "",
             *_usage(family, params, folder), *_data(report, _data_name(params)), *_training(hp, trained),
             *_scores(scored, report), *_limitations(params, name, scored, report)]
     return atomic.write_text(folder / "README.md", f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+
+def _started_from(params: config.Params, name: str) -> str:
+    """The starting models by name (a folder's name, never its path), said to be random where the run built them."""
+    names = ", ".join(Path(model).name for model in families.get(name).model_names(params.section(name)).values())
+    return f"random weights ({names}, built by the run)" if params.section(name).build_tiny else names
 
 
 def _prefixes(family: families.Family) -> str:

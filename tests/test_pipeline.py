@@ -302,7 +302,7 @@ def check_model_card(out):
             for task, metric in (("transcribe", "wer"), ("translate", "bleu"))}
         assert index == written
         assert "## Limitations" in card and "synthetic speech from espeak-ng voices" in card
-        assert ("tiny, random weights" in card) == (name == "e2e") and "python -m lib.transcribe" in card
+        assert "tiny, random weights" in card and "python -m lib.transcribe" in card  # both built tiny here
 
 
 def check_verdict(out):
@@ -312,11 +312,12 @@ def check_verdict(out):
     wer = whisper["tasks"]["transcribe"]["metrics"]["wer"]
     honest = verdict.index("**Held-out set")
     assert honest < verdict.index("**Test split") and f"WER {wer['value']:.1f} [{wer['ci95'][0]:.1f}, " in verdict
-    assert "(tiny, random weights: checks the pipeline, not a model)" in verdict and "What to try next" in verdict
+    tiny = "## Whisper (tiny, random weights: checks the pipeline, not a model)"  # both families built tiny here
+    assert tiny in verdict and verdict.count("Nothing to conclude") == 2 and "What to try next" not in verdict
     for name, before in (("05_evaluate", "Scores against the targets"), ("06_charts", "Training loss")):
         cells = nbformat.read(out / "reports" / f"{name}.ipynb", as_version=4).cells
         shown = ["".join(str(o) for o in c.get("outputs", [])) for c in cells]
-        opening = [i for i, o in enumerate(shown) if "What to try next" in o]
+        opening = [i for i, o in enumerate(shown) if tiny in o]
         section = next(i for i, c in enumerate(cells) if c.source.startswith(f"## {before}"))
         assert len(opening) == 1 and opening[0] < section
 
