@@ -23,6 +23,7 @@ def to_stage_log(paths, stage: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.stage_log = True  # this module's, replaced when a stage is set up again in the same kernel
     transformers.utils.logging.disable_default_handler()
     transformers.utils.logging.disable_progress_bar()
     datasets.utils.logging.disable_progress_bar()
@@ -31,7 +32,7 @@ def to_stage_log(paths, stage: str) -> Path:
         logger = logging.getLogger(name)
         for old in [h for h in logger.handlers if getattr(h, "stage_log", False)]:
             logger.removeHandler(old)
-        handler.stage_log = True
+            old.close()
         logger.addHandler(handler)
         logger.propagate = False
     return path
