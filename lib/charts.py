@@ -85,11 +85,13 @@ def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
 # --- 06_charts: the run at a glance --------------------------------------------------------------------------------
 
 def training_loss(histories: dict[str, list[dict]], labels: dict[str, str], out: Path) -> plt.Figure:
-    """Training and val loss of each model side by side (from results/<model>_history.json), titled by `labels`."""
+    """Training and val loss of each model side by side (from results/<model>_history.json), titled by `labels`, each
+    panel in its model's colour (`colour`), the curves told apart by line and marker."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4.4), squeeze=False, layout="constrained")
     for ax, (model_type, history) in zip(axes[0], histories.items()):
-        sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
+        sns.lineplot(_loss_rows(history), x="step", y="loss", style="curve", markers=True, color=colour(model_type),
+                     markersize=7, ax=ax)
         ax.set(title=textwrap.fill(labels[model_type], 60), xlabel="optimizer step",
                ylabel="cross-entropy loss (nats per token)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole

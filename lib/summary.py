@@ -127,9 +127,9 @@ def _check(summary: dict, task: str, metric: str, target: float) -> str:
     score = scored["metrics"][metric]
     passed = score["value"] is not None and (score["value"] < target if metric == "wer" else score["value"] > target)
     missing = summary["segments"] - scored["samples"]
-    segments = f"{scored['samples']} of {summary['segments']} segments ({missing} have no reference {task[:-1]}ion)" \
-        if missing and task == "translate" else f"{scored['samples']} of {summary['segments']} segments" if missing \
-        else f"{scored['samples']} segments"
+    segments = f"{scored['samples']} of {summary['segments']} segments" if missing else f"{scored['samples']} segments"
+    if missing and task == "translate":
+        segments += f" ({missing} {'has' if missing == 1 else 'have'} no reference translation)"
     return f"{metric.upper()} {_score(score)} on {segments}, **{'pass' if passed else 'fail'}**"
 
 

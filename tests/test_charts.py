@@ -30,6 +30,7 @@ def test_loss_curves_tick_whole_steps_without_overlapping_labels(tmp_path):
                                {"whisper": "Whisper", "e2e": f"wav2vec2 + mBART-50 ({families.TINY})"},
                                tmp_path / "loss.png")
     fig.canvas.draw()
+    assert not overlapping([fig._suptitle, *(ax.title for ax in fig.axes)])  # a long model label wraps below it
     for ax in fig.axes:
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)

@@ -370,6 +370,8 @@ def check_chart_consistency(out):
     matched = 0
     for chart, fig in figures.items():
         fig.canvas.draw()
+        titles = [t for t in [fig._suptitle, *(ax.title for ax in fig.axes)] if t is not None]
+        assert not overlapping(titles), chart
         for ax in fig.axes:
             assert not overlapping(ax.get_xticklabels()) and not overlapping(ax.get_yticklabels()), chart
         for legend in [ax.get_legend() for ax in fig.axes if ax.get_legend()] + fig.legends:
