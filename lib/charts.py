@@ -71,12 +71,15 @@ def label_lengths(examples: pd.DataFrame, out: Path, title: str) -> plt.Figure:
     return fig
 
 
-def training_curves(history: list[dict], out: Path, title: str) -> plt.Figure:
-    """Training loss per logging step, and val loss of each task at each checkpoint (from trainer log history)."""
+def training_curves(params, name: str, history: list[dict], out: Path) -> plt.Figure:
+    """Training loss per logging step, and val loss of each task at each checkpoint (from trainer log history), of
+    family `name` in its colour (`colour`), the curves told apart by line and marker."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    sns.lineplot(_loss_rows(history), x="step", y="loss", hue="curve", style="curve", markers=True, ax=ax)
-    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    sns.lineplot(_loss_rows(history), x="step", y="loss", style="curve", markers=True, color=colour(name),
+                 markersize=7, ax=ax)
+    ax.set(title=textwrap.fill(f"{families.model_label(params, name)}: fine-tuning", 70), xlabel="optimizer step",
+           ylabel="cross-entropy loss (nats per token)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     save(fig, out)
     return fig

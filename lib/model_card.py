@@ -66,7 +66,9 @@ def _usage(family: families.Family, params: config.Params, folder: Path) -> list
     exports = sorted(p.name for p in folder.parent.glob("ct2-*") if (p / "model.bin").exists())
     lines = ["## How to use", "", "Whole recordings of any length, transcript and translation with timestamps (txt, "
              "srt, vtt, tsv, json), with the vi-en-cs-speech package:", "", "```bash",
-             "python -m lib.transcribe meeting.wav --model PATH", "```", "", "In Python, one segment:", "",
+             "python -m lib.transcribe meeting.wav --model PATH", "```", "",
+             "Hugging Face's `pipeline(\"automatic-speech-recognition\", model=PATH)` loads it too; pass it the "
+             "decoding arguments below as `generate_kwargs`. In Python, one segment:", "",
              "```python", usage.strip("\n"), "```", ""]
     if exports:
         lines += [f"CTranslate2 exports beside this folder ({', '.join(exports)}) load in faster-whisper "
