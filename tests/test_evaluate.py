@@ -98,7 +98,8 @@ def nonspeech_level(name: str) -> float:
 
 def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
     params = config.load("params/demo.yaml", {"output_dir": str(tmp_path)})
-    scores = {"segments": 3, "tasks": {"transcribe": {"metrics": {"wer": {"value": 41.5, "ci95": [30.0, 52.0]}}}}}
+    scores = {"segments": 3, "segments_in_split": 120,
+              "tasks": {"transcribe": {"metrics": {"wer": {"value": 41.5, "ci95": [30.0, 52.0]}}}}}
     metrics = atomic.write_json(params.paths.metrics("whisper", "test"), scores)
     os.utime(metrics, (1_000_000_000, 1_000_000_000))  # an earlier run's 05
     atomic.write_json(params.paths.results / "whisper_train.json", {
@@ -109,4 +110,4 @@ def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
 
     atomic.write_json(metrics, scores)  # this model's 05
     card = model_card.write(params, "whisper").read_text(encoding="utf-8")
-    assert "| test split | 3 | 41.5 [30.0, 52.0] |" in card
+    assert "| test split | 3 of 120 | 41.5 [30.0, 52.0] |" in card and "Scored on 3 of 120 segments" in card
