@@ -1,7 +1,7 @@
 """Use a trained model on new recordings: the code-switched transcript and the English translation, with timestamps.
 
     python -m lib.transcribe meeting.wav lectures/ --model outputs/prod/whisper/final
-    python -m lib.transcribe call.flac --model outputs/prod/whisper/ct2-int8 --task transcribe --format srt,json
+    python -m lib.transcribe call.flac --model outputs/prod/whisper/ct2-int8_float16 --task transcribe --format srt,json
 
 From a notebook: `transcribe(["meeting.wav"], "outputs/prod/whisper/final")`.
 

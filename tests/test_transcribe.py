@@ -186,8 +186,8 @@ def test_the_readme_faster_whisper_example_runs_on_an_export(whisper_base, tmp_p
     recording = sorted(DEMO.glob("audio/spk01/*.ogg"))[0]
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "faster_whisper" in b)
-    assert '"outputs/prod/whisper/ct2-int8"' in block and '"meeting.wav"' in block
-    code = block.replace("outputs/prod/whisper/ct2-int8", str(export)).replace("meeting.wav", str(recording))
+    assert '"outputs/dev/whisper/ct2-int8"' in block and '"meeting.wav"' in block
+    code = block.replace("outputs/dev/whisper/ct2-int8", str(export)).replace("meeting.wav", str(recording))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         exec(compile(code, "README.md", "exec"), {})
