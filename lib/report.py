@@ -1,5 +1,6 @@
 """What 05_evaluate shows a reader: score tables against the targets, the worst utterances with audio players, the
-frequent substitutions, and (in JupyterLab) a browser of the errors by speaker or by code-mixing bin."""
+frequent substitutions, and (in JupyterLab) a browser of the errors by speaker or by code-mixing bin; and the table
+style every report uses (`styled`: numbers to their own precision)."""
 from __future__ import annotations
 
 import json
