@@ -38,8 +38,8 @@ def recordings(params: config.Params) -> tuple[list, dict]:
     turns = [files[i] for i in range(max(map(len, by_speaker.values()))) for files in by_speaker.values()
              if i < len(files)]
     files = turns[:RECORDINGS]
-    inside = {f: sorted((s for s in segments if s.audio == f), key=lambda s: s.start) for f in files}
-    references = {task: [" ".join(getattr(s, tasks.TEXT_COLUMN[task]) for s in inside[f]) for f in files]
+    inside = manifest_io.by_recording(segments)
+    references = {task: [" ".join(getattr(s, tasks.TEXT_COLUMN[task]) for s in inside[f.resolve()]) for f in files]
                   for task in tasks.TASKS}
     return files, references
 
@@ -71,7 +71,7 @@ def ours(model, files: list, hp, out) -> tuple[dict[str, list[str]], float]:
     from lib import longform
 
     loaded = transcribe.load_model(model)
-    settings = {key: getattr(hp, key) for key in transcribe.DEFAULTS}
+    settings = transcribe.evaluation_settings(hp)
     transcribe.transcribe(files[:1], loaded, formats=("json",), out=out / "warm-up", progress=False, **settings)
     began = time.perf_counter()
     results = transcribe.transcribe(files, loaded, formats=("json",), out=out, progress=False, **settings)

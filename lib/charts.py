@@ -76,11 +76,7 @@ def training_curves(params, name: str, history: list[dict], out: Path) -> plt.Fi
     family `name` in its colour (`colour`), the curves told apart by line and marker."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    sns.lineplot(_loss_rows(history), x="step", y="loss", style="curve", markers=True, color=colour(name),
-                 markersize=7, ax=ax)
-    ax.set(title=textwrap.fill(f"{families.model_label(params, name)}: fine-tuning", 70), xlabel="optimizer step",
-           ylabel="cross-entropy loss (nats per token)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _loss_panel(ax, history, name, textwrap.fill(f"{families.model_label(params, name)}: fine-tuning", 70))
     save(fig, out)
     return fig
 
@@ -93,11 +89,7 @@ def training_loss(histories: dict[str, list[dict]], labels: dict[str, str], out:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 4.4), squeeze=False, layout="constrained")
     for ax, (model_type, history) in zip(axes[0], histories.items()):
-        sns.lineplot(_loss_rows(history), x="step", y="loss", style="curve", markers=True, color=colour(model_type),
-                     markersize=7, ax=ax)
-        ax.set(title=textwrap.fill(labels[model_type], 60), xlabel="optimizer step",
-               ylabel="cross-entropy loss (nats per token)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole
+        _loss_panel(ax, history, model_type, textwrap.fill(labels[model_type], 60))
     fig.suptitle("Training loss, and val loss per task at each checkpoint")
     save(fig, out)
     return fig
@@ -261,6 +253,14 @@ def split_overview(segments: pd.DataFrame, out: Path) -> plt.Figure:
     axes[1].legend(title="split", loc="upper left", bbox_to_anchor=(1.01, 1))
     save(fig, out)
     return fig
+
+
+def _loss_panel(ax, history: list[dict], name: str, title: str) -> None:
+    """One model's loss curves in its colour (`colour`), told apart by line and marker, on whole optimizer steps."""
+    sns.lineplot(_loss_rows(history), x="step", y="loss", style="curve", markers=True, color=colour(name),
+                 markersize=7, ax=ax)
+    ax.set(title=title, xlabel="optimizer step", ylabel="cross-entropy loss (nats per token)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _loss_rows(history: list[dict]) -> pd.DataFrame:

@@ -291,12 +291,12 @@ def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str,
     segments = manifest_io.read(params.paths.splits / f"{split}.tsv").segments
     picked = set(rows["id"])
     files = list(dict.fromkeys(s.audio.resolve() for s in segments if s.id in picked))
-    inside = {f: sorted((s for s in segments if s.audio.resolve() == f), key=lambda s: s.start) for f in files}
+    inside = manifest_io.by_recording(segments)
     out = params.paths.results / "transcripts" / split / family.name
     began = time.perf_counter()
     done = transcribe.transcribe(files, (family, bundle), task="both" if len(options) > 1 else options[0].task,
                                  formats=("json", "srt"), out=out, vad=hp.vad, language=options[0].language,
-                                 progress=False, **{key: getattr(hp, key) for key in transcribe.DEFAULTS})
+                                 progress=False, **transcribe.evaluation_settings(hp))
     seconds = time.perf_counter() - began
     failed = [f"{r.source.path}: {r.error}" for r in done if r.error]
     if failed:
@@ -305,7 +305,7 @@ def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str,
     joined = [packing.window_columns(inside[f]) | {"duration": by_file[f].seconds} for f in files]
     columns = {c: [row[c] for row in joined] for c in joined[0]}
     audio_seconds = sum(columns["duration"])
-    result = {"files": len(files), "segments_joined": sum(map(len, inside.values())),
+    result = {"files": len(files), "segments_joined": sum(len(inside[f]) for f in files),
               "audio_seconds": round(audio_seconds, 1), "outputs": str(out.relative_to(params.paths.results)),
               "transcripts": [{"audio": str(f), "name": by_file[f].source.name.as_posix()} for f in files],
               "decoding": {"seconds": round(seconds, 2), "real_time_factor": round(seconds / audio_seconds, 3),

@@ -141,6 +141,14 @@ def read(path: str | Path, on_error: OnError = "fail", check_audio: bool = True)
     return manifest
 
 
+def by_recording(segments: Iterable[Segment]) -> dict[Path, list[Segment]]:
+    """Each audio file (its resolved path) and its segments in time order, files in the order they first appear."""
+    found: dict[Path, list[Segment]] = {}
+    for segment in segments:
+        found.setdefault(segment.audio.resolve(), []).append(segment)
+    return {audio: sorted(inside, key=lambda s: s.start) for audio, inside in found.items()}
+
+
 def write_segments(path: str | Path, columns: list[str], segments: Iterable[Segment]) -> Path:
     """Write segments in the manifest format. Audio paths become relative to the new file's folder (absolute stay
     absolute); `duration` and `lang_tags` are filled in where the source manifest lacked them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import atomic, config, families, manifest, tasks
+from lib import atomic, config, families, manifest, split as splitting, tasks
 
 SET_NAMES = {"test": "test split", "heldout": "held-out set"}
 
@@ -138,8 +138,7 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
         lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
                      + " | ".join(cells) + " |")
     if report:
-        test = report["splits"]["test"]["trigram_overlap_with_train"]
-        held = report.get("heldout", {}).get("trigram_overlap_with_train")
+        test, held = splitting.trigram_overlap(report).values()
         lines += ["", f"The test split's speakers are not in training, but {test} % of its word trigrams occur in the "
                   "training transcripts: its score says how well the model handles new voices saying familiar "
                   "sentences, and flatters it when the sentences share templates with training."

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import audio, config, evaluate, manifest as manifest_io, metrics
+from lib import audio, config, evaluate, manifest as manifest_io, metrics, split as splitting
 
 GENERALIZATION_OVERLAP = 50  # percent of word trigrams seen in training below which a set's wording counts as new
 PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
@@ -44,8 +44,7 @@ def generalization_table(params: config.Params):
     its speakers are new, and how much of its wording (word trigrams) occurs in the training transcripts. Only a set
     with new speakers and new wording measures generalization."""
     report = json.loads((params.paths.splits / "split_report.json").read_text(encoding="utf-8"))
-    overlap = {"test": report["splits"]["test"]["trigram_overlap_with_train"],
-               "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
+    overlap = splitting.trigram_overlap(report)
     new_speakers = {"test": True, "heldout": not report.get("heldout", {}).get("shared_speakers")}
     rows = []
     for split in params.eval_sets:
@@ -124,7 +123,7 @@ def transcribed_recording(params: config.Params, name: str | None = None) -> pd.
     first = found["transcripts"][0]
     written = json.loads((params.paths.results / found["outputs"] / f"{first['name']}.json").read_text("utf-8"))
     segments = manifest_io.read(params.paths.splits / f"{split}.tsv").segments
-    reference = sorted((s for s in segments if str(s.audio.resolve()) == first["audio"]), key=lambda s: s.start)
+    reference = manifest_io.by_recording(segments)[Path(first["audio"])]
     cues = [c for c in written["transcribe"]["segments"] if c["text"]]
     print(f"{Path(first['audio']).name}: {len(cues)} timed segment(s) written, {len(reference)} in the reference")
     return pd.DataFrame([{"written (s)": f"{c['start']:.2f}-{c['end']:.2f}" if c else "",

@@ -53,6 +53,13 @@ class SplitResult:
                              for r in self.manifest.rejected], columns=["line", "reason", "row"])
 
 
+def trigram_overlap(report: dict) -> dict[str, float | None]:
+    """The share (%) of each scored set's word trigrams that occur in the training transcripts, from
+    `split_report.json`: the test split, and the held-out set (None without one)."""
+    return {"test": report["splits"]["test"]["trigram_overlap_with_train"],
+            "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
+
+
 def read_segment_frame(splits_dir: Path) -> pd.DataFrame:
     """`SplitResult.segment_frame` rebuilt from the written split files (for later stages)."""
     return _segment_frame((name, s) for name in SPLITS

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from lib import atomic, config, families
+from lib import atomic, config, families, split as splitting
 
 SET_DESCRIPTIONS = {"heldout": "Held-out set (new speakers, new sentences)", "test": "Test split (new speakers)"}
 OUTPUTS = {"transcribe": "transcripts", "translate": "translations"}
@@ -27,8 +27,7 @@ def verdict(params: config.Params) -> str:
     """The run's verdict in Markdown, from the metrics files 05 wrote."""
     hp, paths = params.evaluation, params.paths
     report = json.loads((paths.splits / "split_report.json").read_text(encoding="utf-8"))
-    overlap = {"test": report["splits"]["test"]["trigram_overlap_with_train"],
-               "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
+    overlap = splitting.trigram_overlap(report)
     lines = [f"# What the {params.profile} run shows", "",
              f"Written from the metrics files on {dt.date.today().isoformat()}. Targets: WER below "
              f"{hp.target_wer:g} %, BLEU above {hp.target_bleu:g}. Each score with its 95 % bootstrap interval and "

@@ -111,6 +111,11 @@ def load_model(model: str | Path, device: str = "cpu") -> tuple[families.Family,
     return family, bundle
 
 
+def evaluation_settings(evaluation) -> dict:
+    """05's decoding settings (the params' `evaluation` section) as `transcribe()` takes them."""
+    return {key: getattr(evaluation, key) for key in DEFAULTS}
+
+
 def decoding_options(task_names: tuple[str, ...], language: str = tasks.SOURCE_LANGUAGE,
                      **settings) -> list[tasks.DecodingOptions]:
     """The options of each task: `DEFAULTS` (05's evaluation settings) with `settings` laid over them."""
