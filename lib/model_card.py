@@ -67,8 +67,9 @@ def _usage(family: families.Family, params: config.Params, folder: Path) -> list
     lines = ["## How to use", "", "Whole recordings of any length, transcript and translation with timestamps (txt, "
              "srt, vtt, tsv, json), with the vi-en-cs-speech package:", "", "```bash",
              "python -m lib.transcribe meeting.wav --model PATH", "```", "",
-             "Hugging Face's `pipeline(\"automatic-speech-recognition\", model=PATH)` loads it too; pass it the "
-             "decoding arguments below as `generate_kwargs`. In Python, one segment:", "",
+             "Hugging Face's `pipeline(\"automatic-speech-recognition\", model=PATH)` loads it too, and transcribes "
+             "without arguments (`generate_kwargs={\"task\": \"translate\"}` translates; the gate's arguments below "
+             "go there too). In Python, one segment:", "",
              "```python", usage.strip("\n"), "```", ""]
     if exports:
         lines += [f"CTranslate2 exports beside this folder ({', '.join(exports)}) load in faster-whisper "

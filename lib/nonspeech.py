@@ -5,14 +5,16 @@ Clips are made in code at random levels (RMS, dBFS) and lengths, or cut from a f
 (`noise_dir`, any layout: every audio file under it, MUSAN's `noise/` and `music/` included):
 
 - training kinds (TRAINING_KINDS): silence and room tone, white, pink and brown noise, mains hum with its harmonics,
-  steady tones, clicks, breath-like bursts of shaped noise, and crowd babble (six to eight talkers of the training
-  speech at once: voices, no words to write; drawn BABBLE_WEIGHT times as often, being the hardest to tell from
-  speech);
-- kinds kept out of training (HELD_OUT_KINDS): chord music, reversed babble (several talkers' speech, reversed and
-  summed: speech-like, with no words) and frequency sweeps. 05 reports them apart, so its score is not only the
+  steady tones, clicks, breath-like bursts of shaped noise, crowd babble (six to eight talkers of the training speech
+  at once: voices, no words to write) and reversed babble (two to eight talkers' speech played backwards and summed:
+  speech-like sounds with no words); the two babble kinds, the hardest to tell from speech, are drawn BABBLE_WEIGHT
+  times as often as each other kind;
+- kinds kept out of training (HELD_OUT_KINDS): chord music, frequency sweeps and speech-shaped noise (noise with the
+  long-term spectrum of speech, pulsing at a syllable rate). 05 reports them apart, so its score is not only the
   memory of the training noise.
 
-05's set (`evaluation_set`) draws from other seeds and levels than training (`training_clips`).
+05's set (`evaluation_set`) draws from other seeds and levels than training (`training_clips`), its babble from
+speech training never heard.
 """
 from __future__ import annotations
 
@@ -26,10 +28,14 @@ import numpy as np
 from lib import audio
 
 SAMPLE_RATE = audio.SAMPLE_RATE
-VERSION = 3  # bump when the clips are made differently
-BABBLE_WEIGHT = 4.0  # babble is drawn this many times as often as each other kind: the hardest to tell from speech
-TRAINING_KINDS = ("silence", "white noise", "pink noise", "brown noise", "hum", "tone", "clicks", "breath", "babble")
-HELD_OUT_KINDS = ("chords", "reversed babble", "sweep")
+VERSION = 4  # bump when the clips are made differently
+BABBLE_KINDS = ("babble", "reversed babble")  # made from speech (`babble=`)
+BABBLE_WEIGHT = 4.0  # each babble kind is drawn this many times as often as each other kind: the hardest to tell
+# from speech
+TRAINING_KINDS = ("silence", "white noise", "pink noise", "brown noise", "hum", "tone", "clicks", "breath",
+                  *BABBLE_KINDS)
+HELD_OUT_KINDS = ("chords", "sweep", "speech-shaped noise")
+EVALUATION_CLIPS = {"reversed babble": 4}  # 05's clips of a kind, where not 2: the kind that most often gets text
 NOISE_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 SILENCE_DB = -90.0  # "silence" is room tone this quiet (digital zero at the lowest draw)
 
@@ -69,8 +75,8 @@ def coloured_noise(samples: int, exponent: float, rng: np.random.Generator) -> n
 
 def generate(kind: str, seconds: float, level_db: float, rng: np.random.Generator,
              babble: list[np.ndarray] | None = None) -> np.ndarray:
-    """One clip of `kind` (TRAINING_KINDS or HELD_OUT_KINDS) lasting `seconds` at `level_db` dBFS; babble and reversed
-    babble are made from the speech in `babble`."""
+    """One clip of `kind` (TRAINING_KINDS or HELD_OUT_KINDS) lasting `seconds` at `level_db` dBFS; the babble kinds
+    and speech-shaped noise are made from the speech in `babble`."""
     samples = max(1, int(seconds * SAMPLE_RATE))
     t = np.arange(samples) / SAMPLE_RATE
     if kind == "silence":
@@ -91,11 +97,15 @@ def generate(kind: str, seconds: float, level_db: float, rng: np.random.Generato
         wave = coloured_noise(samples, 1.5, rng) * _bursts(samples, rng, rate=rng.uniform(0.2, 0.5), length=1.2)
     elif kind == "chords":
         wave = _chords(t, rng)
-    elif kind in ("babble", "reversed babble"):
+    elif kind in (*BABBLE_KINDS, "speech-shaped noise"):
         if not babble:
             raise ValueError(f"{kind} needs speech to mix (babble=...)")
-        wave = (_babble(babble, samples, rng, talkers=int(rng.integers(6, 9))) if kind == "babble"
-                else _babble([s[::-1] for s in babble], samples, rng, talkers=4))
+        if kind == "babble":
+            wave = _babble(babble, samples, rng, talkers=int(rng.integers(6, 9)))
+        elif kind == "reversed babble":
+            wave = _babble([s[::-1] for s in babble], samples, rng, talkers=int(rng.integers(2, 9)))
+        else:
+            wave = _speech_shaped(babble, samples, rng)
     elif kind == "sweep":
         low, high = rng.uniform(100, 400), rng.uniform(2000, 6000)
         wave = np.sin(2 * np.pi * low * seconds / np.log(high / low) * (np.exp(t / seconds * np.log(high / low)) - 1))
@@ -139,6 +149,17 @@ def _babble(speech: list[np.ndarray], samples: int, rng: np.random.Generator, ta
     return wave
 
 
+def _speech_shaped(speech: list[np.ndarray], samples: int, rng: np.random.Generator) -> np.ndarray:
+    """White noise shaped to the long-term magnitude spectrum of `speech`, pulsing at 3 to 6 bursts a second (a
+    syllable rate): speech's colour and rhythm without its words."""
+    stream = np.concatenate(speech)
+    spectrum = np.abs(np.fft.rfft(stream))
+    grid = np.fft.rfftfreq(samples)
+    shape = np.interp(grid, np.fft.rfftfreq(len(stream)), spectrum)
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(samples)) * shape, n=samples)
+    return noise * _bursts(samples, rng, rate=rng.uniform(3, 6), length=0.25)
+
+
 def noise_files(noise_dir: str | Path) -> list[Path]:
     """Every audio file under `noise_dir`, in a stable order; ValueError when there is none."""
     files = sorted(p for p in Path(noise_dir).rglob("*") if p.suffix.lower() in NOISE_EXTENSIONS and p.is_file())
@@ -150,12 +171,12 @@ def noise_files(noise_dir: str | Path) -> list[Path]:
 def training_clips(durations: list[float], seed: int, noise_dir: Path | None = None,
                    babble: list[np.ndarray] | None = None) -> list[Clip]:
     """One clip per duration: a training kind at a random level between -70 and -20 dBFS (silence down to digital
-    zero; babble, BABBLE_WEIGHT times as often as each other kind, only when `babble` gives speech to mix), or, with
-    `noise_dir`, every other clip cut at random from one of its files."""
+    zero; the babble kinds, BABBLE_WEIGHT times as often as each other kind, only when `babble` gives speech to mix),
+    or, with `noise_dir`, every other clip cut at random from one of its files."""
     rng = np.random.default_rng(random.Random(f"nonspeech-train-{seed}").getrandbits(64))
     files = noise_files(noise_dir) if noise_dir else []
-    kinds = [k for k in TRAINING_KINDS if babble or k != "babble"]
-    weights = np.array([BABBLE_WEIGHT if k == "babble" else 1.0 for k in kinds])
+    kinds = [k for k in TRAINING_KINDS if babble or k not in BABBLE_KINDS]
+    weights = np.array([BABBLE_WEIGHT if k in BABBLE_KINDS else 1.0 for k in kinds])
     clips = []
     for i, seconds in enumerate(durations):
         if files and i % 2:
@@ -173,12 +194,13 @@ def training_clips(durations: list[float], seed: int, noise_dir: Path | None = N
 
 
 def evaluation_set(babble: list[np.ndarray], seed: int = 2027) -> list[Clip]:
-    """05's non-speech set: two clips of each kind, 5-28 s, at levels drawn apart from training's (-75 to -15 dBFS),
-    from its own seed; the babble of both babble kinds is made from `babble`, speech training never heard."""
+    """05's non-speech set: two clips of each kind (EVALUATION_CLIPS where more), 5-28 s, at levels drawn apart from
+    training's (-75 to -15 dBFS), from its own seed; the kinds made from speech are made from `babble`, speech
+    training never heard."""
     rng = np.random.default_rng(random.Random(f"nonspeech-evaluation-{seed}").getrandbits(64))
     clips = []
     for kind in TRAINING_KINDS + HELD_OUT_KINDS:
-        for k in range(2):
+        for k in range(EVALUATION_CLIPS.get(kind, 2)):
             seconds = float(rng.uniform(5, 28))
             if kind == "silence":  # digital silence, then room tone
                 level = SILENCE_DB - 10 if k == 0 else float(rng.uniform(-75, -55))

@@ -195,6 +195,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         train_set, train_examples, filtered = family.training_data(hp, params.paths, bundle, params.seed,
                                                                    params.noise_dir)
         val_set = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
+    family.plain_decoding(bundle, tasks.SOURCE_LANGUAGE)  # saved with every checkpoint and final/
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")
     column = family.training_column(hp)
@@ -263,7 +264,6 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
     if state.is_main_process:
         bundle.save_processing(staging)
-        family.save_decoding(staging, tasks.DecodingOptions.for_test("transcribe", params.evaluation))
         atomic.replace_folder(atomic.make_shareable(staging), final_dir)  # the old model or the new, never half
         atomic.write_json(results_file, summary)
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)

@@ -85,7 +85,8 @@ def test_the_nonspeech_set_counts_any_text_as_made_up_before_and_after_the_gate(
     assert found["tasks"]["transcribe"]["with_text_gated"] == round(100 * kept / found["clips"], 1) < \
         found["tasks"]["transcribe"]["with_text"]
     held_out = [row for row in found["outputs"] if row["held_out_kind"]]
-    assert {row["kind"] for row in held_out} == {"chords", "reversed babble", "sweep"}
+    assert {row["kind"] for row in held_out} == {"chords", "sweep", "speech-shaped noise"}
+    assert sum(row["kind"] == "reversed babble" for row in found["outputs"]) == 4
     ungated = tasks.DecodingOptions("transcribe", 1, 16, 4)  # the gate off: every text stays
     assert evaluate.nonspeech_set(_Echo(), None, [ungated], corpus)["tasks"]["transcribe"]["with_text_gated"] == \
         found["tasks"]["transcribe"]["with_text"]

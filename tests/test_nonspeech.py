@@ -51,14 +51,27 @@ def test_the_evaluation_set_holds_kinds_training_never_sees_and_other_draws():
     assert not any(np.array_equal(a.wave, b.wave) for a in clips for b in training)
 
 
-def test_training_draws_babble_most_often_and_only_with_speech_to_mix():
+def test_training_draws_the_babble_kinds_most_often_and_only_with_speech_to_mix():
     from collections import Counter
 
     speech = [np.random.default_rng(i).standard_normal(8000).astype(np.float32) for i in range(4)]
     kinds = Counter(c.kind for c in nonspeech.training_clips([0.5] * 240, seed=4, babble=speech))
-    others = [n for kind, n in kinds.items() if kind != "babble"]
-    assert set(kinds) == set(nonspeech.TRAINING_KINDS) and kinds["babble"] > 2 * np.mean(others)
-    assert "babble" not in {c.kind for c in nonspeech.training_clips([0.5] * 60, seed=4)}
+    others = [n for kind, n in kinds.items() if kind not in nonspeech.BABBLE_KINDS]
+    assert set(kinds) == set(nonspeech.TRAINING_KINDS)
+    assert all(kinds[kind] > 2 * np.mean(others) for kind in nonspeech.BABBLE_KINDS)
+    assert not set(nonspeech.BABBLE_KINDS) & {c.kind for c in nonspeech.training_clips([0.5] * 60, seed=4)}
+
+
+def test_speech_shaped_noise_has_the_spectrum_of_its_speech_and_pulses_at_a_syllable_rate():
+    rng = np.random.default_rng(5)
+    t = np.arange(32_000) / 16_000
+    speech = [(np.sin(2 * np.pi * 300 * t) + 0.5 * np.sin(2 * np.pi * 900 * t)).astype(np.float32)]
+    wave = nonspeech.generate("speech-shaped noise", 4.0, -25.0, rng, babble=speech)
+    spectrum, frequencies = np.abs(np.fft.rfft(wave)) ** 2, np.fft.rfftfreq(len(wave), 1 / 16_000)
+    near = [spectrum[np.abs(frequencies - f) < 50].sum() for f in (300, 900)]
+    assert sum(near) > 0.9 * spectrum.sum()  # its power where the speech's is
+    envelope = np.abs(wave).reshape(-1, 400).mean(1)  # 25 ms frames
+    assert envelope.min() < 0.1 * envelope.max()  # bursts with gaps between, not steady noise
 
 
 def test_training_clips_come_from_the_noise_folder_too(tmp_path):

@@ -346,8 +346,9 @@ class Family(abc.ABC):
         """`usage` with the decoding settings of `options` (as its model card shows it); by default as it is."""
         return self.usage
 
-    def save_decoding(self, folder: Path, options: tasks.DecodingOptions) -> None:
-        """Save what of `options` the saved model in `folder` can carry for plain `generate()`; by default nothing."""
+    def plain_decoding(self, bundle: Bundle, language: str) -> None:
+        """Set on the model what a plain `generate()` of its saved folders does (training sets it before the first
+        checkpoint, so every checkpoint and `final/` carries it): by default nothing."""
 
     @abc.abstractmethod
     def max_label_tokens(self, bundle: Bundle) -> int:

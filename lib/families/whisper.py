@@ -32,7 +32,8 @@ from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WH
 Quantization = Literal["float16", "int8_float16", "int8"]  # CTranslate2 exports checked in 05 (lib.ct2.QUANTIZATIONS)
 TOKEN_COMPRESSION = 1.35 / 2.4  # transformers' compression ratio (over token ids) per Whisper's (over text): the
 # thresholds each documents as the sign of a loop
-GATE_KEYS = ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold")  # `save_decoding` saves them
+GATE_KEYS = ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold")  # never saved: see
+# `plain_decoding`
 PACKING_VERSION = 2  # bump when training windows are made differently (training_stream, the pauses' filler)
 
 
@@ -84,9 +85,13 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 processor = WhisperProcessor.from_pretrained("PATH")
 model = WhisperForConditionalGeneration.from_pretrained("PATH")
 features = processor(audio_16khz, sampling_rate=16000, return_tensors="pt").input_features
-# task="translate": the English translation. The no-speech gate and the loop guard as 05 scored the model
-# (transformers takes the temperatures only from here); one recording per call: in a batch where another input
-# falls back, transformers 5 can give back text for an input its gate skipped.
+ids = model.generate(features)  # the transcript: language and task are saved as its defaults
+print(processor.batch_decode(ids, skip_special_tokens=True))
+ids = model.generate(features, task="translate")  # the English translation
+
+# With the no-speech gate and the loop guard as 05 scored the model. transformers takes the temperature schedule only
+# as an argument, and its gate needs it: none of this can be saved with the model. One recording per call: in a batch
+# where another input falls back, transformers 5 can give back text for an input its gate skipped.
 ids = model.generate(
     features,
 {arguments}
@@ -286,16 +291,16 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         arguments = "\n".join(f"    {key}={value!r}," for key, value in self.generate_arguments(options).items())
         return self.usage.replace("{arguments}", arguments)
 
-    def save_decoding(self, folder: Path, options: tasks.DecodingOptions) -> None:
-        """The gate's thresholds into `folder`'s generation_config.json, which transformers reads them from when
-        `generate()` is not given them (the temperatures it takes only as arguments: see `usage_for`)."""
-        from transformers import GenerationConfig
-
-        generation = GenerationConfig.from_pretrained(folder)
-        arguments = gate_arguments(options, TOKEN_COMPRESSION)
+    def plain_decoding(self, bundle: Bundle, language: str) -> None:
+        """The forced language and `transcribe` as the model's generation defaults, as Hugging Face's fine-tuning
+        recipe saves them: a plain `generate(features)` or `pipeline()` call transcribes (`task="translate"`
+        translates) instead of detecting the language, which fails on code-switched speech. The gate's thresholds stay
+        unsaved: transformers applies them only with a temperature schedule, which it reads from arguments alone, and
+        a plain call with them saved fails inside its fallback."""
+        generation = bundle.model.generation_config
+        generation.language, generation.task = language, "transcribe"
         for key in GATE_KEYS:
-            setattr(generation, key, arguments[key])
-        generation.save_pretrained(folder)
+            setattr(generation, key, None)
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
         """Force the options' language and task, keep the KV cache, suppress what `whisper_tokens.forced` says; with
@@ -531,10 +536,9 @@ def average_logprob(generated, eos_token_id: int, temperature: float = 0.0) -> l
 
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
-    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`. The gate's
-    thresholds a trained model saves for plain `generate()` are cleared in memory: the lib applies the gate itself,
-    to the texts as written (`decode_scored`), and passes them as arguments where transformers applies it
-    (`decode_long`)."""
+    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`. Gate
+    thresholds in its generation_config.json (folders trained by earlier versions saved them) are cleared in memory: the lib applies the gate itself, to the texts as written (`decode_scored`), and passes them as arguments
+    where transformers applies it (`decode_long`)."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(str(name))
