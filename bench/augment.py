@@ -98,16 +98,21 @@ def run(case: str, seed: int) -> dict:
 
 
 def draw_seconds(case: str, seed: int) -> dict:
-    """What drawing the waveform augmentation costs once over every training input (speed, noise and the log-mel made
-    after them), against the same inputs' log-mels as the cache holds them: the on-the-fly cost per epoch, and the
-    cost of a cached variant (cached variants would pay it once per variant and could not draw noise anew)."""
+    """`draw_seconds_of` a case and seed."""
+    return draw_seconds_of(case_params(case, seed))
+
+
+def draw_seconds_of(params: config.Params) -> dict:
+    """What drawing the params' waveform augmentation costs once over every training input (the draws and the log-mel
+    made after them), against the same inputs' log-mels as the cache holds them: the on-the-fly cost per epoch, and
+    the cost of a cached variant (cached variants would pay it once per variant and could not draw anew)."""
     import time
 
-    params = case_params(case, seed)
     family, hp = families.get("whisper"), params.whisper
     bundle = family.starting_model(hp, params.paths, params.seed)
     dataset, _, _ = family.training_data(hp, params.paths, bundle, params.seed, params.noise_dir)
-    transform = family.training_transform(hp, bundle, family.augmentation_noises(hp, params.paths, params.seed))
+    noises = family.augmentation_noises(hp, params.paths, params.seed)
+    transform = family.training_transform(hp, bundle, augment.for_training(hp, noises, params.seed))
     column = family.training_column(hp)
     rows = dataset.with_format("numpy", columns=[column])
     began = time.perf_counter()

@@ -96,8 +96,8 @@ def training_loss(histories: dict[str, list[dict]], labels: dict[str, str], out:
 
 
 def score_comparison(params, task: str, metric: str, out: Path) -> plt.Figure:
-    """Each fine-tuned model on each set 05 scored, the honest set (held-out) first and the test split hatched, with
-    95 % intervals and the target as a dashed line; one colour per model (`colour`)."""
+    """Each fine-tuned model on each set 05 scored, the honest set (held-out) first, the voice-shift set dotted and the
+    test split hatched, with 95 % intervals and the target as a dashed line; one colour per model (`colour`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     sets = list(reversed(params.eval_sets))
     found = {split: {name: summary for name, untrained, summary in evaluate.written_metrics(params, split)
@@ -107,7 +107,7 @@ def score_comparison(params, task: str, metric: str, out: Path) -> plt.Figure:
                for split in sets] for name in names]
     target = params.evaluation.target_wer if metric == "wer" else params.evaluation.target_bleu
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(names) * len(sets)))
-    styles = [{}, {"hatch": "//", "alpha": 0.55}][:len(sets)]
+    styles = [SET_STYLES[split] for split in sets]
     _bars_with_intervals(ax, [textwrap.fill(found[sets[-1]][n]["label"], 34) for n in names], scores,
                          [SET_NAMES[split] for split in sets], [[colour(n) for n in names]] * len(sets),
                          horizontal=True, styles=styles, legend=False)
@@ -125,7 +125,9 @@ def score_comparison(params, task: str, metric: str, out: Path) -> plt.Figure:
     return fig
 
 
-SET_NAMES = {"test": "test split (new speakers)", "heldout": "held-out set (new speakers, new sentences)"}
+SET_NAMES = {"test": "test split (new speakers)", "heldout": "held-out set (new speakers, new sentences)",
+             "voiceshift": "voice-shift set (voices and channels\nunlike training's, new sentences)"}
+SET_STYLES = {"heldout": {}, "voiceshift": {"hatch": "..", "alpha": 0.8}, "test": {"hatch": "//", "alpha": 0.55}}
 
 
 def per_language_errors(results: dict[str, dict], out: Path) -> plt.Figure:
@@ -163,9 +165,11 @@ def wer_by_cmi(results: dict[str, dict], out: Path) -> plt.Figure:
 
 
 def generalization(params, out: Path) -> plt.Figure:
-    """WER and BLEU of each model, fine-tuned and as it started, on each set 05 scored (test split, held-out set)."""
+    """WER and BLEU of each model, fine-tuned and as it started, on each set 05 scored (test split, voice-shift set,
+    held-out set)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)"}
+    sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)",
+            "voiceshift": "voice-shift set\n(voices, channels unlike\ntraining's)"}
     series, colours, scores = [], [], {split: [] for split in params.eval_sets}
     for name in params.family_names:
         for untrained in (False, True):

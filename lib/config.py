@@ -25,7 +25,7 @@ from lib import families
 from lib.schema import (PROJECT_ROOT, SPLITS, MayBeEmpty, ParamsError, Precision, RunPaths, TrainingParams,  # noqa: F401
                         build_fields, resolve, result_name, show)  # schema names callers read from config
 
-EvalSet = Literal["test", "heldout"]  # the test split, and the held-out manifest's segments
+EvalSet = Literal["test", "heldout", "voiceshift"]  # the test split, the held-out and the voice-shift manifests
 RETENTION_PREFIX = "retention-"  # a retention set's split name: retention-<name>
 
 
@@ -109,6 +109,8 @@ class Params:
     profile: str
     manifest: str
     heldout_manifest: MayBeEmpty  # segments kept out of `manifest` (other speakers, other sentences); "" for none
+    voiceshift_manifest: MayBeEmpty  # held-out sentences spoken by voices and heard through channels unlike the
+    # training speakers' (lib.demo_corpus --voiceshift); "" for none
     output_dir: str
     seed: int
     on_error: Literal["fail", "skip"]
@@ -142,13 +144,15 @@ class Params:
 
     @property
     def eval_sets(self) -> tuple[str, ...]:
-        """What 05 scores: the test split, and the held-out segments when the params name a manifest of them."""
-        return ("test", "heldout") if self.heldout_manifest else ("test",)
+        """What 05 scores: the test split, then the voice-shift and the held-out segments where the params name a
+        manifest of them (the honest set last)."""
+        return ("test",) + tuple(name for name, manifest in (("voiceshift", self.voiceshift_manifest),
+                                                               ("heldout", self.heldout_manifest)) if manifest)
 
     @property
     def honest_split(self) -> str:
         """The set whose score says how a model generalizes: the held-out segments (new speakers, new sentences) when
-        the params name them, else the test split."""
+        the params name them, else the voice-shift set, else the test split."""
         return self.eval_sets[-1]
 
     @property
@@ -246,8 +250,9 @@ def validate(raw: Mapping[str, Any], source: str = "params") -> Params:
     idle = {name: families.get(name).params_class for name in families.names() if name in raw and name not in schema}
     values = build_fields(schema | idle, raw, "", problems)
     evaluation = values.get("evaluation")
-    if evaluation and "heldout" in evaluation.untrained and not values.get("heldout_manifest"):
-        problems.append("evaluation.untrained: heldout needs a heldout_manifest")
+    for name in ("heldout", "voiceshift"):
+        if evaluation and name in evaluation.untrained and not values.get(f"{name}_manifest"):
+            problems.append(f"evaluation.untrained: {name} needs a {name}_manifest")
     if problems:
         raise ParamsError(source, problems)
     ordered = sorted(named, key=lambda family: family.notebook)  # the order the stages train them

@@ -15,6 +15,17 @@ an annotation export would. The manifest depends only on the seed and the espeak
 (`lib/data/demo_heldout_templates.yaml`, sentence frames the corpus never uses, filled from the same fillers), spoken
 by voices (Vietnamese voice and variant) none of the corpus' speakers has.
 
+`--voiceshift CORPUS` makes a voice-shift set: held-out sentences (as `--heldout`) spoken by voices made unlike every
+voice of the corpus and its other sets: espeak-ng variants none of them uses (SHIFT_VARIANTS), pitch far below or
+above the corpus' 25-75, flat or wide intonation (SSML prosody range), slow or fast speech, each voice heard through a
+channel (CHANNELS): as it is, in a reverberant room, over a telephone line (300-3400 Hz, 8 kHz mu-law, the file an
+8 kHz mu-law WAV) or through a lossy codec (an MP3 at a low bit rate). The channels are made here with their own code
+(an exponentially decaying noise tail for the room, a spectral mask for the band), not with training's augmentation
+(lib.augment), so that a gain on this set is not the memory of one simulator:
+
+    python -m lib.demo_corpus --out data/demo-voiceshift --voiceshift data/demo --utterances 64 --seed 2030 \
+        --speakers 8
+
 `--plain vi|en` makes a retention set: plain Vietnamese (with translations) or plain English sentences
 (`lib/data/demo_plain_sentences.yaml`, no code-switching), spoken in that language only by espeak-ng variants
 (PLAIN_VARIANTS) that neither the corpus nor its held-out set uses:
@@ -55,6 +66,12 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
 PLAIN_SENTENCES = Path(__file__).parent / "data" / "demo_plain_sentences.yaml"
 PLAIN_VARIANTS = {"vi": ("Andy", "Annie", "Michael", "linda"), "en": ("Gene", "Lee", "max", "m8")}  # the retention
 # sets' speakers: variants the 36 voice/variant pairs of the corpus and its held-out set do not use
+SHIFT_VARIANTS = ("Alicia", "aunty", "grandma", "shelby", "steph", "boris", "grandpa", "iven3", "norbert", "travis")
+# the voice-shift set's speakers: variants no other demo set uses, none robotic
+SHIFT_PITCHES = ((0, 12), (88, 99))  # espeak-ng's -p, far below and far above the corpus' 25-75
+SHIFT_SPEEDS = ((90, 115), (205, 250))  # words a minute, slow and fast, outside the corpus' 135-180
+SHIFT_RANGES = ("x-low", "x-high")  # SSML prosody range: flat or wide intonation (the corpus: espeak's default)
+CHANNELS = ("clean", "room", "telephone", "codec")  # how a voice-shift speaker is heard
 COLUMNS = ("id", "audio_path", "start", "end", "duration", "transcript", "translation", "speaker", "lang_tags",
            "domain")
 VORBIS_COMPRESSION = 0.9  # libsndfile's scale: 0 best quality, 1 smallest file
@@ -70,9 +87,15 @@ class Voice:
     variant: str
     pitch: int
     speed: int
+    pitch_range: str = ""  # SSML prosody range ("": espeak's default)
+    channel: str = "clean"  # one of CHANNELS: what the recordings go through
 
     def espeak_args(self) -> list[str]:
         return ["-v", f"{self.vi_voice}+{self.variant}", "-p", str(self.pitch), "-s", str(self.speed)]
+
+    def spoken(self, text: str) -> str:
+        """`text` (escaped) inside the voice's prosody, where it has one."""
+        return f'<prosody range="{self.pitch_range}">{escape(text)}</prosody>' if self.pitch_range else escape(text)
 
 
 @dataclass(frozen=True)
@@ -98,7 +121,7 @@ class Sentence:
         """Every run in an explicit <voice>: after a </voice>, espeak-ng would fall back to its default Northern
         `vi` voice rather than the speaker's."""
         names = {"vi": f"{voice.vi_voice}+{voice.variant}", "en": f"{voice.en_voice}+{voice.variant}"}
-        parts = [f'<voice name="{names[lang]}">{escape(text)}</voice>' for lang, text in self.runs()]
+        parts = [f'<voice name="{names[lang]}">{voice.spoken(text)}</voice>' for lang, text in self.runs()]
         return "<speak>" + " ".join(parts) + "</speak>"
 
 
@@ -131,6 +154,26 @@ def make_voices(count: int, seed: int, taken: frozenset[tuple[str, str]] = froze
     for number, (vi_voice, variant) in enumerate(itertools.islice(itertools.cycle(combos), count)):
         voices.append(Voice(f"{prefix}{number + 1:02d}", vi_voice, EN_VOICES[rng.random() < 0.3], variant,
                             pitch=rng.randint(25, 75), speed=rng.randint(135, 180)))
+    return voices
+
+
+def make_shift_voices(count: int, seed: int, taken: frozenset[str]) -> list[Voice]:
+    """`count` voice-shift speakers: SHIFT_VARIANTS not in `taken` (variants other demo sets use), each with a
+    Vietnamese voice, a pitch low or high (SHIFT_PITCHES), a rate slow or fast (SHIFT_SPEEDS), a flat or wide
+    intonation (SHIFT_RANGES), and the CHANNELS in turn."""
+    rng = random.Random(f"voiceshift-{seed}")
+    variants = [v for v in SHIFT_VARIANTS if v not in taken]
+    if count > len(variants):
+        raise ValueError(f"only {len(variants)} voice-shift variants are left that no other demo set uses; ask for "
+                         "fewer speakers")
+    rng.shuffle(variants)
+    voices = []
+    for number, variant in enumerate(variants[:count]):
+        low_pitch, slow, flat = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
+        voices.append(Voice(f"shift{number + 1:02d}", VI_VOICES[number % len(VI_VOICES)], rng.choice(EN_VOICES),
+                            variant, pitch=rng.randint(*SHIFT_PITCHES[0 if low_pitch else 1]),
+                            speed=rng.randint(*SHIFT_SPEEDS[0 if slow else 1]),
+                            pitch_range=SHIFT_RANGES[0 if flat else 1], channel=CHANNELS[number % len(CHANNELS)]))
     return voices
 
 
@@ -208,21 +251,23 @@ def synthesize(sentence: Sentence, voice: Voice) -> np.ndarray:
 
 
 def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, heldout_from: Path | None = None,
-             plain: str | None = None) -> Path:
-    """Write `out/manifest.tsv`, `out/audio/<speaker>/*.ogg` and `out/generation.json`; return the manifest path.
+             plain: str | None = None, voiceshift_from: Path | None = None) -> Path:
+    """Write `out/manifest.tsv`, `out/audio/<speaker>/*` and `out/generation.json`; return the manifest path.
     With `heldout_from` (a generated corpus), the held-out templates and voices that corpus does not use; with
-    `plain` ("vi" or "en"), plain sentences in that language spoken by PLAIN_VARIANTS."""
+    `voiceshift_from`, the held-out templates and voice-shift voices (`make_shift_voices`, each through its channel);
+    with `plain` ("vi" or "en"), plain sentences in that language spoken by PLAIN_VARIANTS."""
     out = Path(out)
     rng = random.Random(f"corpus-{seed}")
-    templates_file = PLAIN_SENTENCES if plain else HELDOUT_TEMPLATES if heldout_from else TEMPLATES
+    held_out = heldout_from or voiceshift_from
+    templates_file = PLAIN_SENTENCES if plain else HELDOUT_TEMPLATES if held_out else TEMPLATES
     if plain:
         voices = make_voices(speakers, seed, prefix=f"plain{plain}", variants=PLAIN_VARIANTS[plain])
         sentences = plain_sentences(plain, utterances, seed)
     else:
-        if heldout_from:
-            used = json.loads((Path(heldout_from) / "generation.json").read_text(encoding="utf-8"))["voices"]
-            voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used),
-                                 prefix="held")
+        if held_out:
+            used = json.loads((Path(held_out) / "generation.json").read_text(encoding="utf-8"))["voices"]
+            voices = make_shift_voices(speakers, seed, frozenset(v["variant"] for v in used)) if voiceshift_from \
+                else make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used), prefix="held")
         else:
             voices = make_voices(speakers, seed)
         maker = SentenceMaker(seed, templates_file)
@@ -249,6 +294,7 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
     atomic.write_json(out / "generation.json", {
         "command": f"python -m lib.demo_corpus --out {out.as_posix()}"
                    + (f" --heldout {Path(heldout_from).as_posix()}" if heldout_from else "")
+                   + (f" --voiceshift {Path(voiceshift_from).as_posix()}" if voiceshift_from else "")
                    + (f" --plain {plain}" if plain else "")
                    + f" --utterances {utterances} --seed {seed}" + (f" --speakers {speakers}" if speakers != 30 else ""),
         "seed": seed, "utterances": utterances, "speakers": speakers, "espeak_ng": espeak_version(),
@@ -261,13 +307,15 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
 
 def _write_recording(out: Path, voice: Voice, number: int, segments: list[tuple[Sentence, np.ndarray]],
                      rng: random.Random) -> list[dict]:
-    """One Ogg Vorbis file holding the segments with pauses between; rows with start/end (none for a lone one)."""
+    """One file holding the segments with pauses between, heard through the voice's channel (`encode_channel`: Ogg
+    Vorbis unless the channel is a file format); rows with start/end (none for a lone one)."""
     name = f"{voice.speaker}_r{number:03d}"
-    rel = f"audio/{voice.speaker}/{name}.ogg"
     pieces, rows, cursor = [], [], 0
     lead = np.zeros(int(0.25 * SAMPLE_RATE), np.float32)
     pieces.append(lead)
     cursor += len(lead)
+    suffix = CHANNEL_SUFFIX.get(voice.channel, ".ogg")
+    rel = f"audio/{voice.speaker}/{name}{suffix}"
     for k, (sentence, samples) in enumerate(segments):
         if k:
             gap = np.zeros(int(rng.uniform(0.3, 0.8) * SAMPLE_RATE), np.float32)
@@ -285,8 +333,58 @@ def _write_recording(out: Path, voice: Voice, number: int, segments: list[tuple[
                      "domain": sentence.domain})
     pieces.append(lead)
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_bytes(out / rel, encode_vorbis(np.concatenate(pieces)))
+    channel_rng = np.random.default_rng(random.Random(f"channel-{name}").getrandbits(64))
+    atomic.write_bytes(out / rel, encode_channel(voice.channel, np.concatenate(pieces), channel_rng))
     return rows
+
+
+CHANNEL_SUFFIX = {"telephone": ".wav", "codec": ".mp3"}  # channels that are a file format; the others: Ogg Vorbis
+ROOM_RT60 = (0.5, 1.0)  # seconds for the room's reverberation to fall by 60 dB
+TELEPHONE_BAND = (300.0, 3400.0)  # Hz, the voice band of a telephone line
+MP3_COMPRESSION = 0.99  # libsndfile's scale for MP3 (1 is refused): about 18 kbit/s at 16 kHz
+
+
+def encode_channel(channel: str, wave: np.ndarray, rng: np.random.Generator) -> bytes:
+    """A recording's file as heard through `channel` (CHANNELS): clean and room as Ogg Vorbis (`encode_vorbis`), the
+    telephone line as an 8 kHz mu-law WAV of its band, the codec as a low-bit-rate MP3."""
+    if channel == "clean":
+        return encode_vorbis(wave)
+    if channel == "room":
+        return encode_vorbis(reverberant(wave, rng))
+    buffer = io.BytesIO()
+    if channel == "telephone":
+        sf.write(buffer, telephone_band(wave), 8000, format="WAV", subtype="ULAW")
+    elif channel == "codec":
+        with sf.SoundFile(buffer, "w", SAMPLE_RATE, 1, format="MP3", subtype="MPEG_LAYER_III",
+                          compression_level=MP3_COMPRESSION) as f:
+            f.write(wave)
+    else:
+        raise ValueError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}")
+    return buffer.getvalue()
+
+
+def reverberant(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`wave` in a room: convolved with an impulse response of a direct sound, a few early reflections and a tail of
+    noise decaying by 60 dB over an RT60 drawn from ROOM_RT60; as long as `wave`, at its peak level."""
+    rt60 = rng.uniform(*ROOM_RT60)
+    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    response = rng.standard_normal(len(t)) * np.exp(-np.log(1000) * t / rt60) * 0.3
+    response[0] = 1.0
+    for delay in rng.uniform(0.004, 0.04, size=6):
+        response[int(delay * SAMPLE_RATE)] += rng.uniform(0.3, 0.7) * rng.choice([-1, 1])
+    size = len(wave) + len(response)
+    wet = np.fft.irfft(np.fft.rfft(wave, size) * np.fft.rfft(response, size), size)[:len(wave)]
+    return (wet * np.abs(wave).max() / max(np.abs(wet).max(), 1e-9)).astype(np.float32)
+
+
+def telephone_band(wave: np.ndarray) -> np.ndarray:
+    """`wave` at 8 kHz, only its TELEPHONE_BAND kept (a spectral mask with 50 Hz cosine edges), at its peak level."""
+    narrow = soxr.resample(wave, SAMPLE_RATE, 8000)
+    frequencies = np.fft.rfftfreq(len(narrow), 1 / 8000)
+    low, high = TELEPHONE_BAND
+    mask = np.clip(np.minimum((frequencies - low + 50) / 100, (high + 50 - frequencies) / 100), 0, 1)
+    band = np.fft.irfft(np.fft.rfft(narrow) * (0.5 - 0.5 * np.cos(np.pi * mask)), len(narrow))
+    return (band * np.abs(wave).max() / max(np.abs(band).max(), 1e-9)).astype(np.float32)
 
 
 def encode_vorbis(samples: np.ndarray) -> bytes:
@@ -364,6 +462,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--speakers", type=int, default=30)
     parser.add_argument("--heldout", metavar="CORPUS", type=Path,
                         help="a set held out of this generated corpus: held-out templates, voices it does not use")
+    parser.add_argument("--voiceshift", metavar="CORPUS", type=Path,
+                        help="a voice-shift set of this corpus: held-out templates, voices and channels unlike its own")
     parser.add_argument("--plain", choices=("vi", "en"),
                         help="a retention set: plain sentences in this language, spoken by voices the corpus lacks")
     parser.add_argument("--check", metavar="DIR", help="run the phoneme check on a generated corpus instead")
@@ -377,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not args.out:
         parser.error("--out is required")
-    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout, args.plain)
+    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout, args.plain, args.voiceshift)
     summary = manifest_io.read(path).summary()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

@@ -120,13 +120,13 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
 
 
 def generalization(params: config.Params) -> dict[str, dict]:
-    """Every family's trained model on the held-out segments (when the params name them), and every family's starting
-    model on the sets of `evaluation.untrained`: result name -> metrics. The trained models' test-split metrics come
-    from `evaluate`."""
+    """Every family's trained model on the held-out and the voice-shift segments (those the params name), and every
+    family's starting model on the sets of `evaluation.untrained`: result name -> metrics. The trained models'
+    test-split metrics come from `evaluate`."""
     results = {}
     for name in params.family_names:
-        if "heldout" in params.eval_sets:
-            results[config.result_name(name, "heldout")] = evaluate(params, name, split="heldout")
+        for split in params.eval_sets[1:]:
+            results[config.result_name(name, split)] = evaluate(params, name, split=split)
         for split in params.evaluation.untrained:
             results[config.result_name(name, split, True)] = evaluate(params, name, split=split, untrained=True)
     return results

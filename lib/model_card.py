@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lib import atomic, config, families, manifest, split as splitting, tasks
 
-SET_NAMES = {"test": "test split", "heldout": "held-out set"}
+SET_NAMES = {"test": "test split", "heldout": "held-out set", "voiceshift": "voice-shift set"}
 
 
 def write(params: config.Params, name: str) -> Path:
@@ -93,10 +93,12 @@ def _data(report: dict | None, data_name: str) -> list[str]:
         overlap = stats["trigram_overlap_with_train"]
         lines.append(f"| {split} | {stats['hours']:.3f} | {stats['segments']} | {stats['speakers']} | "
                      f"{'' if overlap is None else overlap} |")
-    if "heldout" in report:
-        held = report["heldout"]
-        lines.append(f"| held-out set (not trained on) | {held['hours']:.3f} | {held['valid_rows']} | "
-                     f"{held['speakers']} | {held['trigram_overlap_with_train']} |")
+    for name, what in (("heldout", "held-out set (not trained on)"),
+                       ("voiceshift", "voice-shift set (not trained on; voices and channels unlike training's)")):
+        if name in report:
+            held = report[name]
+            lines.append(f"| {what} | {held['hours']:.3f} | {held['valid_rows']} | {held['speakers']} | "
+                         f"{held['trigram_overlap_with_train']} |")
     return [*lines, ""]
 
 
@@ -139,12 +141,17 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
         lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
                      + " | ".join(cells) + " |")
     if report:
-        test, held = splitting.trigram_overlap(report).values()
-        lines += ["", f"The test split's speakers are not in training, but {test} % of its word trigrams occur in the "
-                  "training transcripts: its score says how well the model handles new voices saying familiar "
-                  "sentences, and flatters it when the sentences share templates with training."
+        overlap = splitting.trigram_overlap(report)
+        held, shifted = overlap["heldout"], overlap["voiceshift"]
+        lines += ["", f"The test split's speakers are not in training, but {overlap['test']} % of its word trigrams "
+                  "occur in the training transcripts: its score says how well the model handles new voices saying "
+                  "familiar sentences, and flatters it when the sentences share templates with training."
                   + (f" The held-out set has new speakers and new sentences ({held} % of its trigrams occur in "
-                     "training): its score is the one that measures generalization." if held is not None else "")]
+                     "training): its score is the one that measures generalization." if held is not None else "")
+                  + (f" The voice-shift set has new sentences ({shifted} % of its trigrams occur in training) spoken "
+                     "by voices whose pitch, rate and channel (a room, a telephone line, a codec) are far from the "
+                     "training speakers': its score says how the model holds up on voices and recordings unlike "
+                     "its training." if shifted is not None else "")]
     return [*lines, ""]
 
 

@@ -36,7 +36,7 @@ def score_table(results: dict[str, dict]):
         else "", subset=["result"])
 
 
-SET_LABELS = {"test": "test split", "heldout": "held-out set"}
+SET_LABELS = {"test": "test split", "heldout": "held-out set", "voiceshift": "voice-shift set"}
 
 
 def generalization_table(params: config.Params):
@@ -45,7 +45,8 @@ def generalization_table(params: config.Params):
     with new speakers and new wording measures generalization."""
     report = json.loads((params.paths.splits / "split_report.json").read_text(encoding="utf-8"))
     overlap = splitting.trigram_overlap(report)
-    new_speakers = {"test": True, "heldout": not report.get("heldout", {}).get("shared_speakers")}
+    new_speakers = {"test": True, **{name: not report.get(name, {}).get("shared_speakers")
+                                     for name in ("heldout", "voiceshift")}}
     rows = []
     for split in params.eval_sets:
         for name, untrained, summary in evaluate.written_metrics(params, split):

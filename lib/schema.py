@@ -124,6 +124,10 @@ class TrainingParams:
     speed_perturbation: float  # s: each training input played at 1 - s, 1 or 1 + s (lib.augment; 0: off)
     additive_noise: float  # share of training inputs with non-speech noise mixed in at 10-20 dB SNR (0: off)
     spec_augment: float  # share of the input's frames and of its channels SpecAugment masks in training (0: off)
+    voice_perturbation: float  # share of training inputs spoken by another voice: pitch, formants and rate (0: off)
+    reverb: float  # share of training inputs heard in a simulated room (0: off)
+    band_limit: float  # share of training inputs through a band-pass, telephone to laptop microphone (0: off)
+    codec: float  # share of training inputs through a lossy codec: MP3, Opus, Vorbis or GSM (0: off)
 
     def check(self) -> list[str]:
         problems = [f"{name}: must be at least 1" for name in ("batch_size", "eval_batch_size", "grad_accum",
@@ -142,6 +146,9 @@ class TrainingParams:
             problems.append("speed_perturbation: must be in [0, 0.5) (0.1: the factors 0.9, 1.0, 1.1)")
         if not 0 <= self.additive_noise <= 1 or not 0 <= self.spec_augment < 0.5:
             problems.append("additive_noise: must be in [0, 1]; spec_augment: in [0, 0.5)")
+        problems += [f"{key}: must be in [0, 1] (a share of the training inputs)"
+                     for key in ("voice_perturbation", "reverb", "band_limit", "codec")
+                     if not 0 <= getattr(self, key) <= 1]
         return problems
 
 

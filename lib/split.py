@@ -26,6 +26,7 @@ LEDGER = "assignments.tsv"
 REPORT = "split_report.json"
 REJECTED = "rejected.tsv"
 HELDOUT = "heldout"  # the held-out manifest's segments, beside the splits
+VOICESHIFT = "voiceshift"  # the voice-shift manifest's segments, likewise
 MIN_GROUPS_FOR_BALANCE = 20
 RATIO_WARNING_POINTS = 5.0
 
@@ -55,9 +56,9 @@ class SplitResult:
 
 def trigram_overlap(report: dict) -> dict[str, float | None]:
     """The share (%) of each scored set's word trigrams that occur in the training transcripts, from
-    `split_report.json`: the test split, and the held-out set (None without one)."""
+    `split_report.json`: the test split, and the held-out and voice-shift sets (None without one)."""
     return {"test": report["splits"]["test"]["trigram_overlap_with_train"],
-            "heldout": report.get("heldout", {}).get("trigram_overlap_with_train")}
+            **{name: report.get(name, {}).get("trigram_overlap_with_train") for name in (HELDOUT, VOICESHIFT)}}
 
 
 def read_segment_frame(splits_dir: Path) -> pd.DataFrame:
@@ -74,18 +75,18 @@ def _segment_frame(pairs) -> pd.DataFrame:
 
 def run(params: Params) -> SplitResult:
     """Stage 01: validate the manifest, split it, and write the split files, the ledger and the report; validate the
-    held-out manifest, when the params name one, into `heldout.tsv`, and each retention set into
-    `retention-<name>.tsv`."""
+    held-out and the voice-shift manifests, when the params name them, into `heldout.tsv` and `voiceshift.tsv`, and
+    each retention set into `retention-<name>.tsv`."""
     manifest = manifest_io.read(params.manifest_path, on_error=params.on_error)
     result = split_and_write(manifest, params.split, params.seed, params.paths.splits)
-    if params.heldout_manifest:
-        result.report["heldout"] = write_heldout(resolve(params.heldout_manifest), result, params.on_error,
-                                                 params.paths.splits)
+    for name, path in ((HELDOUT, params.heldout_manifest), (VOICESHIFT, params.voiceshift_manifest)):
+        if path:
+            result.report[name] = write_heldout(resolve(path), result, params.on_error, params.paths.splits, name)
     for retained, name in zip(params.evaluation.retention, params.retention_splits):
         result.report.setdefault("retention", {})[retained.name] = {
             **write_heldout(resolve(retained.manifest), result, params.on_error, params.paths.splits, name),
             "language": retained.language}
-    if params.heldout_manifest or params.evaluation.retention:
+    if params.heldout_manifest or params.voiceshift_manifest or params.evaluation.retention:
         atomic.write_json(params.paths.splits / REPORT, result.report)
     return result
 

@@ -1,5 +1,5 @@
 """The run's verdict, written from its metrics files and nothing else: per model, the honest set first (held-out when
-the params name one, then test), each score with its interval against the targets, what fine-tuning gained,
+the params name one, then the voice-shift set and test), each score with its interval against the targets, what fine-tuning gained,
 non-speech, whole recordings and retention in a line each, and what to try next. 05 and 06 open with it; the run
 keeps it as `outputs/<profile>/summary.md`, so no figure of a run is ever copied by hand.
 """
@@ -10,7 +10,9 @@ import json
 
 from lib import atomic, config, families, split as splitting
 
-SET_DESCRIPTIONS = {"heldout": "Held-out set (new speakers, new sentences)", "test": "Test split (new speakers)"}
+SET_DESCRIPTIONS = {"heldout": "Held-out set (new speakers, new sentences)",
+                    "voiceshift": "Voice-shift set (new sentences; voices, pitch, rate and channels unlike training's)",
+                    "test": "Test split (new speakers)"}
 OUTPUTS = {"transcribe": "transcripts", "translate": "translations"}
 GAP = 5.0  # WER points between the honest set and test past which the model learned its sentences more than speech
 RETENTION_COST = 5.0  # WER points a retention set may lose before fine-tuning is said to cost plain speech
@@ -81,14 +83,22 @@ def _model(params: config.Params, name: str, found: dict[str, dict], overlap: di
     if costs:
         lines.append("- **Retention** (plain speech, WER as it started → fine-tuned): " + "; ".join(
             f"{set_name} {before:.1f} → {after:.1f}" for set_name, before, after in costs) + ".")
-    return lines + ["- **What to try next**: " + " ".join(_next(params, honest, test, quiet, costs))]
+    return lines + ["- **What to try next**: " + " ".join(_next(params, honest, test, found.get("voiceshift"), quiet,
+                                                                costs))]
 
 
-def _next(params: config.Params, honest: dict, test: dict | None, quiet: dict | None, costs: list) -> list[str]:
+def _next(params: config.Params, honest: dict, test: dict | None, shifted: dict | None, quiet: dict | None,
+          costs: list) -> list[str]:
     """Advice read off the numbers."""
     hp = params.evaluation
     wer = honest["tasks"]["transcribe"]["metrics"]["wer"]["value"]
     advice = []
+    if shifted is not None and shifted is not honest and wer is not None:
+        gap = shifted["tasks"]["transcribe"]["metrics"]["wer"]["value"] - wer
+        if gap > GAP:
+            advice.append(f"The voice-shift WER is {gap:.1f} points above the held-out set's: voices and channels "
+                          "unlike the training speakers' cost it; more speakers, or voice and channel variety in "
+                          "training (`voice_perturbation`, `reverb`, `band_limit`, `codec`).")
     if test is not None and test is not honest and wer is not None:
         gap = wer - test["tasks"]["transcribe"]["metrics"]["wer"]["value"]
         if gap > GAP:

@@ -199,8 +199,8 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
     settings = {**family.setup_training(bundle, hp), **adapters.apply(family, bundle, hp)}
     val_examples, val_filtered = family.examples(bundle, val_set, "val")
     column = family.training_column(hp)
-    augmented = family.training_transform(hp, bundle, family.augmentation_noises(hp, params.paths, params.seed,
-                                                                                  params.noise_dir))
+    noises = family.augmentation_noises(hp, params.paths, params.seed, params.noise_dir)
+    augmented = family.training_transform(hp, bundle, augment.for_training(hp, noises, params.seed))
     if hp.share_encoder:
         train_dataset = tasks.SegmentSet(train_set, train_examples, column, augmented)
         families.share_encoder(family, bundle)

@@ -119,3 +119,54 @@ def test_the_retention_sets_are_plain_speech_by_voices_no_other_demo_set_has():
         assert all(bool(s.translation) == (language == "vi") for s in found.segments)
     sentences = demo_corpus.plain_sentences("en", 3, seed=1)
     assert all(s.translation == "" and set(s.lang_tags) == {"en"} for s in sentences)
+
+
+def test_the_voice_shift_set_has_voices_and_channels_unlike_every_training_voice():
+    import json
+
+    folder = DEMO.parent / "demo-voiceshift"
+    voices = json.loads((folder / "generation.json").read_text())["voices"]
+    corpus = json.loads((DEMO / "generation.json").read_text())["voices"]
+    other = {v["variant"] for v in corpus} | {v for vs in demo_corpus.PLAIN_VARIANTS.values() for v in vs}
+    assert len(voices) >= 8 and not {v["variant"] for v in voices} & other
+    low, high = min(v["pitch"] for v in corpus), max(v["pitch"] for v in corpus)
+    slow, fast = min(v["speed"] for v in corpus), max(v["speed"] for v in corpus)
+    assert all(v["pitch"] < low - 10 or v["pitch"] > high + 10 for v in voices)  # far from every training pitch
+    assert all(v["speed"] < slow - 15 or v["speed"] > fast + 15 for v in voices)
+    assert Counter(v["channel"] for v in voices) == {c: len(voices) // 4 for c in demo_corpus.CHANNELS}
+    found = manifest.read(folder / "manifest.tsv")  # every row valid, every file decoded
+    assert len(found.segments) >= 48 and not found.rejected
+    suffixes = {v["speaker"]: {s.audio.suffix for s in found.segments if s.speaker == v["speaker"]} for v in voices}
+    assert all(suffixes[v["speaker"]] == {demo_corpus.CHANNEL_SUFFIX.get(v["channel"], ".ogg")} for v in voices)
+
+
+def test_the_channels_reverberate_narrow_the_band_and_compress(tmp_path):
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    click = np.zeros(16_000, np.float32)
+    click[800] = 0.5
+    wet = demo_corpus.reverberant(click, rng)
+    assert len(wet) == len(click) and np.abs(wet[800 + 4000:]).max() > 0.01  # a tail a quarter second on
+    noise = (0.1 * rng.standard_normal(32_000)).astype(np.float32)
+    phone, rate = sf.read(io.BytesIO(demo_corpus.encode_channel("telephone", noise, rng)))
+    assert rate == 8000 and sf.info(io.BytesIO(demo_corpus.encode_channel("telephone", noise, rng))).subtype == "ULAW"
+    spectrum, frequencies = np.abs(np.fft.rfft(phone)) ** 2, np.fft.rfftfreq(len(phone), 1 / 8000)
+    assert spectrum[frequencies < 200].mean() < 0.01 * spectrum[(frequencies > 500) & (frequencies < 3000)].mean()
+    mp3 = demo_corpus.encode_channel("codec", noise, rng)
+    assert sf.info(io.BytesIO(mp3)).format == "MP3" and len(mp3) * 8 / 2 < 24_000  # about 18 kbit/s
+    with pytest.raises(ValueError, match="channel: expected one of"):
+        demo_corpus.encode_channel("radio", noise, rng)
+
+
+@needs_espeak
+def test_the_generator_makes_a_voice_shift_set(tmp_path):
+    path = demo_corpus.generate(tmp_path / "shift", utterances=8, seed=5, speakers=4, voiceshift_from=DEMO)
+    found = manifest.read(path)
+    assert len(found.segments) == 8 and not found.rejected
+    assert {s.speaker for s in found.segments} == {f"shift0{i}" for i in range(1, 5)}
+    assert {s.audio.suffix for s in found.segments} == {".ogg", ".wav", ".mp3"}
+    assert "--voiceshift" in (tmp_path / "shift" / "generation.json").read_text()

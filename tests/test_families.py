@@ -95,7 +95,7 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
     out = tmp_path / "out"
     name = entry.rsplit(".", 1)[-1]
     params = config.load("params/demo.yaml", {
-        "manifest": str(demo_slice(tmp_path / "corpus", per_speaker=1)), "heldout_manifest": "",
+        "manifest": str(demo_slice(tmp_path / "corpus", per_speaker=1)), "heldout_manifest": "", "voiceshift_manifest": "",
         "output_dir": str(out), "families": [entry], name: section(name, out),
         "evaluation": {"bootstrap_resamples": 50, "max_length": 16, "segments": 0, "long_form_seconds": 20,
                        "untrained": []}})

@@ -165,18 +165,22 @@ def check_evaluation(out, corpus):
 
 
 def check_generalization(out):
-    """05 scores the held-out set with every fine-tuned model and with every starting model, and the CTranslate2
-    exports against transformers on the test split."""
+    """05 scores the held-out set with every fine-tuned model and with every starting model, the voice-shift set with
+    every fine-tuned model, and the CTranslate2 exports against transformers on the test split."""
     heldout = len((out / "splits" / "heldout.tsv").read_text().splitlines()) - 1
+    shifted = len((out / "splits" / "voiceshift.tsv").read_text().splitlines()) - 1
     test_lines = (out / "splits" / "test.tsv").read_text().splitlines()
     header = test_lines[0].split("\t")
-    assert heldout == 48
+    assert heldout == 48 and shifted == 64
     for name in ("whisper", "e2e"):
-        for label in (f"{name}_heldout", f"{name}_untrained_heldout"):
+        for label, split, count in ((f"{name}_heldout", "heldout", heldout),
+                                    (f"{name}_untrained_heldout", "heldout", heldout),
+                                    (f"{name}_voiceshift", "voiceshift", shifted)):
             summary = json.loads((out / "results" / f"{label}_metrics.json").read_text())
-            assert summary["split"] == "heldout" and summary["segments"] == heldout
+            assert summary["split"] == split and summary["segments"] == count
             assert summary["model"] == ("untrained" if "untrained" in label else "trained")
             assert 0 <= summary["tasks"]["transcribe"]["metrics"]["wer"]["value"]
+        assert not (out / "results" / f"{name}_untrained_voiceshift_metrics.json").exists()  # not in `untrained`
     for name in ("whisper", "e2e"):
         summary = json.loads((out / "results" / f"{name}_metrics.json").read_text())
         long_form = summary["long_form"]  # the test segments joined per speaker, decoded whole
@@ -292,13 +296,14 @@ def check_model_card(out):
         wer = metrics["tasks"]["transcribe"]["metrics"]["wer"]
         assert results[0]["metrics"][0] == {"type": "wer", "value": wer["value"], "name": "WER"}
         assert f"| test split | {metrics['segments']} of {metrics['segments_in_split']} | {wer['value']:.1f} [" in card
-        assert "held-out set" in card and "measures generalization" in card
+        assert "held-out set" in card and "voice-shift set" in card and "measures generalization" in card
         parsed = ModelCard.load(out / name / "final" / "README.md")  # as the hub reads it
         assert parsed.data.license == {"whisper": "mit", "e2e": "apache-2.0"}[name]
         assert parsed.data.datasets == ["corpus"] and str(out) not in card  # data by name, no machine path
         index = {(r.dataset_split, r.metric_type): r.metric_value for r in parsed.data.eval_results}
         written = {(split, metric): json.loads((out / "results" / f"{label}_metrics.json").read_text())["tasks"][
-            task]["metrics"][metric]["value"] for split, label in (("test", name), ("heldout", f"{name}_heldout"))
+            task]["metrics"][metric]["value"] for split, label in (("test", name), ("heldout", f"{name}_heldout"),
+                                                                   ("voiceshift", f"{name}_voiceshift"))
             for task, metric in (("transcribe", "wer"), ("translate", "bleu"))}
         assert index == written
         assert "## Limitations" in card and "synthetic speech from espeak-ng voices" in card
@@ -311,7 +316,8 @@ def check_verdict(out):
     whisper = json.loads((out / "results" / "whisper_heldout_metrics.json").read_text())
     wer = whisper["tasks"]["transcribe"]["metrics"]["wer"]
     honest = verdict.index("**Held-out set")
-    assert honest < verdict.index("**Test split") and f"WER {wer['value']:.1f} [{wer['ci95'][0]:.1f}, " in verdict
+    assert honest < verdict.index("**Voice-shift set") < verdict.index("**Test split")
+    assert f"WER {wer['value']:.1f} [{wer['ci95'][0]:.1f}, " in verdict
     tiny = "## Whisper (tiny, random weights: checks the pipeline, not a model)"  # both families built tiny here
     assert tiny in verdict and verdict.count("Nothing to conclude") == 2 and "What to try next" not in verdict
     for name, before in (("05_evaluate", "Scores against the targets"), ("06_charts", "Training loss")):

@@ -210,13 +210,13 @@ class Family(abc.ABC):
         """The longest input the model reads, in seconds (None: any length); speed perturbation keeps within it."""
         return None
 
-    def training_transform(self, hp, bundle: Bundle, noises: list[np.ndarray]) -> Callable[[dict], dict] | None:
-        """What training does to each item it reads (lib.augment): its waveform at a perturbed speed, with one of
-        `noises` mixed in, made the model input, and its labels' times scaled (`retimed`); None when the params
-        augment no waveforms."""
-        if not augment.on_waveforms(hp):
+    def training_transform(self, hp, bundle: Bundle,
+                           augmentation: augment.WaveAugmentation | None) -> Callable[[dict], dict] | None:
+        """What training does to each item it reads (lib.augment, as `augment.for_training` makes it from the params):
+        its waveform by another voice, at another speed, in a room, with noise, through a band and a codec, made the
+        model input, and its labels' times scaled (`retimed`); None when the params augment no waveforms."""
+        if augmentation is None:
             return None
-        augmentation = augment.WaveAugmentation(hp.speed_perturbation, hp.additive_noise, noises)
         column, window = self.training_column(hp), self.input_window(bundle)
         longest = int(window * audio.SAMPLE_RATE) if window else None
 

