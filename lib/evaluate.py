@@ -60,14 +60,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     family = families.get(name)
     output_dir = Path(output_dir) if output_dir else paths.results
     began = time.perf_counter()
-    if untrained:
-        bundle = family.starting_model(params.section(name), paths, params.seed)
-        model_path = ", ".join(family.model_names(params.section(name)).values())
-    else:
-        model_dir = Path(model_dir) if model_dir else paths.model(name) / "final"
-        bundle, model_path = load(family, model_dir), str(model_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    bundle.model.to(device, precision.dtype(hp.precision, device))
+    model_dir = None if untrained else Path(model_dir) if model_dir else paths.model(name) / "final"
+    bundle, model_path, device = loaded(params, name, model_dir)
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -137,6 +131,37 @@ def retention(params: config.Params) -> dict[str, dict]:
     transcripts decoded in the set's language: result name -> metrics (what fine-tuning cost, `report.retention`)."""
     return {config.result_name(name, split, untrained): evaluate(params, name, split=split, untrained=untrained)
             for name in params.family_names for split in params.retention_splits for untrained in (False, True)}
+
+
+def loaded(params: config.Params, name: str, model_dir: Path | None) -> tuple[families.Bundle, str, torch.device]:
+    """The model 05 scores, on its device in the evaluation's precision: the trained one in `model_dir`, or the run's
+    starting model (None); with what its metrics call it. Each is loaded once per process (05 scores one model on
+    every set) and again only when its folder is written anew."""
+    family = families.get(name)
+    if model_dir is None:
+        names = family.model_names(params.section(name))
+        key = (name, "untrained", tuple(names.values()), params.seed)
+    else:
+        key = (name, str(model_dir.resolve()), _modified(model_dir / "config.json"))
+    if key not in _LOADED:
+        bundle = family.starting_model(params.section(name), params.paths, params.seed) if model_dir is None \
+            else load(family, model_dir)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        bundle.model.to(device, precision.dtype(params.evaluation.precision, device))
+        older = [k for k in _LOADED if k[:2] == key[:2]]  # an older copy of the same folder
+        for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
+            del _LOADED[stale]
+        path = ", ".join(names.values()) if model_dir is None else str(model_dir)
+        _LOADED[key] = (bundle, path, device)
+    return _LOADED[key]
+
+
+KEPT = 4  # models `loaded` keeps: a run's two families, trained and as they started
+_LOADED: dict[tuple, tuple] = {}  # `loaded`'s models, by family and folder, oldest first
+
+
+def _modified(path: Path) -> int:
+    return path.stat().st_mtime_ns if path.exists() else 0
 
 
 def load(family: families.Family, model_dir: Path) -> families.Bundle:

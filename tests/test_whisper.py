@@ -66,7 +66,10 @@ def test_generation_forces_language_and_task_and_stays_short_form(tiny):
     options = tasks.DecodingOptions("translate", num_beams=1, max_length=12, batch_size=16)
     kwargs = family.generation_kwargs(tiny, options)
     assert kwargs["language"] == "vi" and kwargs["task"] == "translate" and kwargs["max_length"] == 12
-    assert tiny.tokenizer.convert_tokens_to_ids("<|0.00|>") in kwargs["suppress_tokens"]
+    [no_timestamps] = kwargs["logits_processor"]  # every timestamp token forbidden, one slice a step
+    first = tiny.tokenizer.convert_tokens_to_ids("<|0.00|>")
+    scores = no_timestamps(None, torch.zeros(1, len(tiny.tokenizer)))
+    assert torch.isinf(scores[0, first:]).all() and not torch.isinf(scores[0, :first]).any()
     texts = family.decode(tiny, [mel, mel], [options, tasks.DecodingOptions("transcribe", 1, 12, 16)])
     assert {task: len(t) for task, t in texts.items()} == {"translate": 2, "transcribe": 2}
     assert texts["translate"] == family.decode(tiny, [mel, mel], [options])["translate"]  # one encoder pass for both
@@ -330,3 +333,26 @@ def test_packed_windows_are_cached_with_their_segment_times(tmp_path, tiny):
     frames = windows.with_format("numpy", columns=["input_features"])[0]["input_features"].shape[0]
     assert frames == pytest.approx(windows["duration"][0] * 100, abs=5)  # 10 ms hop
     assert family.training_cache(hp, params.paths, tiny).reused
+
+
+def test_the_recorded_log_probabilities_are_those_of_the_returned_scores(tiny):
+    """`TokenLogProbs` gives each output's average log-probability as the scores generate() can return give it (up to
+    and with the first <|endoftext|>), without generate() returning them."""
+    family = families.get("whisper")
+    rng = np.random.default_rng(0)
+    batch = family.batch_on(tiny, [rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)],
+                            torch.device("cpu"))
+    kwargs = family.generation_kwargs(tiny, tasks.DecodingOptions("transcribe", 1, 20, 4))
+    recorded = whisper.TokenLogProbs()
+    kwargs["logits_processor"].append(recorded)
+    with torch.inference_mode():
+        out = tiny.model.generate(**batch, **kwargs, return_dict_in_generate=True, output_scores=True)
+    eos = tiny.tokenizer.eos_token_id
+    steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)
+    tokens = out.sequences[:, -steps.shape[1]:]
+    chosen = steps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    expected = []
+    for row, ids in zip(chosen, tokens.tolist()):
+        length = ids.index(eos) + 1 if eos in ids else len(ids)
+        expected.append(row[:length].mean().item())
+    assert recorded.average(out.sequences, eos) == pytest.approx(expected, abs=1e-5)

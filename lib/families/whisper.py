@@ -303,14 +303,16 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             setattr(generation, key, None)
 
     def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
-        """Force the options' language and task, keep the KV cache, suppress what `whisper_tokens.forced` says; with
-        timestamps asked for, one pass over the input (transformers' seek loop would decode the padding after the
+        """Force the options' language and task, keep the KV cache, suppress the model's suppress list and, unless
+        timestamps are asked for, every timestamp token (`whisper_tokens.forced`; with `NoTimestamps`, one slice a
+        step); with timestamps, one pass over the input (transformers' seek loop would decode the padding after the
         last timestamp again)."""
-        _, suppress = forced(bundle.tokenizer, bundle.model.generation_config, options.task, options.language,
-                             options.timestamps)
-        timed = {"return_timestamps": True, "force_unique_generate_call": True} if options.timestamps else {}
+        generation = bundle.model.generation_config
+        timed = {"return_timestamps": True, "force_unique_generate_call": True} if options.timestamps else \
+            {"logits_processor": [NoTimestamps(generation.no_timestamps_token_id + 1)]}
         return {"language": options.language, "task": options.task, "use_cache": True,
-                "max_length": options.max_length, "num_beams": options.num_beams, "suppress_tokens": suppress, **timed}
+                "max_length": options.max_length, "num_beams": options.num_beams,
+                "suppress_tokens": list(generation.suppress_tokens or []), **timed}
 
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
@@ -340,11 +342,17 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
                     def again(rows: list[int], temperature: float, o=o, encoded=encoded) -> tasks.Decoded:
                         chosen = select_rows(encoded, torch.tensor(rows, device=device))
                         kwargs = self.generation_kwargs(bundle, o) | sampling_arguments(temperature)
+                        beams = kwargs["num_beams"] > 1 and not temperature  # scored by the beam search itself
+                        recorded = TokenLogProbs()
+                        kwargs["logits_processor"] = [*kwargs.get("logits_processor", []), *([] if beams else
+                                                                                              [recorded])]
                         with seeded(device, temperature):
                             out = model.generate(**chosen, **kwargs, return_dict_in_generate=True,
-                                                 output_scores=True)
+                                                 output_scores=beams)
+                        eos = bundle.tokenizer.eos_token_id
                         return self._decoded(bundle, out.sequences.tolist(), o.timestamps, None,
-                                             average_logprob(out, bundle.tokenizer.eos_token_id, temperature))
+                                             out.sequences_scores.float().tolist() if beams else
+                                             recorded.average(out.sequences, eos))
 
                     decoded = again(list(range(len(no_speech))), 0.0)
                     decoded.no_speech_prob = no_speech
@@ -519,20 +527,45 @@ def gate_arguments(options: tasks.DecodingOptions, compression_scale: float = 1.
             "compression_ratio_threshold": round(options.compression_ratio_threshold * compression_scale, 3)}
 
 
-def average_logprob(generated, eos_token_id: int, temperature: float = 0.0) -> list[float]:
-    """Each output's average log-probability per token, `<|endoftext|>` included (Whisper's `avg_logprob`): from
-    the generation scores after the logits processors, the sampling temperature undone, as transformers' own fallback
-    reads them; with beams, the beam search's length-normalised score."""
-    import torch
+class NoTimestamps:
+    """A logits processor that forbids every timestamp token (the ids from `first` on) with one slice a step, where
+    transformers' `suppress_tokens` would look each of their 1,501 ids up with `isin` at every step (a sixth of a
+    whole CPU decode, measured)."""
 
-    if getattr(generated, "sequences_scores", None) is not None:
-        return generated.sequences_scores.float().tolist()
-    steps = (torch.stack(generated.scores, dim=1).float() * (temperature or 1.0)).log_softmax(-1)
-    tokens = generated.sequences[:, -steps.shape[1]:]
-    chosen = steps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    ended = tokens.eq(eos_token_id).int().cumsum(dim=1)
-    counted = ended.eq(0) | (ended.eq(1) & tokens.eq(eos_token_id))  # up to the first <|endoftext|>, included
-    return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
+    def __init__(self, first: int):
+        self.first = first
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.first:] = float("-inf")
+        return scores
+
+
+class TokenLogProbs:
+    """A logits processor, put after the others of the caller, that keeps the log-probability of each token generate()
+    chooses, from the scores as the processors before it leave them (before a sampling temperature: Whisper's
+    `avg_logprob` is the model's own, as openai/whisper computes it). generate() then need not return its scores,
+    which transformers' Whisper splits and restacks per row (a tenth of a whole CPU decode, measured)."""
+
+    def __init__(self):
+        self.last = None  # the log-probabilities of the step before
+        self.chosen: list = []  # per step, each row's log-probability of the token chosen there
+
+    def __call__(self, input_ids, scores):
+        if self.last is not None:
+            self.chosen.append(self.last.gather(1, input_ids[:, -1:]))
+        self.last = scores.float().log_softmax(-1)
+        return scores
+
+    def average(self, sequences, eos_token_id: int) -> list[float]:
+        """Each row's average log-probability per token, up to and with its first `eos_token_id` (Whisper's
+        `avg_logprob`), for `sequences` as generate() returned them (their last column is the last step's choice)."""
+        import torch
+
+        chosen = torch.cat([*self.chosen, self.last.gather(1, sequences[:, -1:])], dim=1)
+        tokens = sequences[:, -chosen.shape[1]:]
+        ended = tokens.eq(eos_token_id).int().cumsum(dim=1)
+        counted = ended.eq(0) | (ended.eq(1) & tokens.eq(eos_token_id))  # up to the first <|endoftext|>, included
+        return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
 
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
