@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from bench import common
-from lib import config, evaluate, families, tasks
+from lib import config, decoding, evaluate, families
 
 TOKENS = 32
 BATCH = 32
@@ -37,10 +37,10 @@ def main() -> None:
         waves = [inputs[i][family.input_column] for i in range(len(test))]
         speeds = {}
         for batch_size in (BATCH, 1):
-            options = tasks.DecodingOptions("transcribe", params.evaluation.num_beams, TOKENS, batch_size)
+            options = decoding.DecodingOptions(task="transcribe", num_beams=params.evaluation.num_beams,
+                                               max_length=TOKENS, batch_size=batch_size, temperatures=())
             began = time.perf_counter()
-            decoded = evaluate.decode_longest_first(family, bundle, waves, test["duration"], [options])
-            texts = decoded["transcribe"].texts
+            texts = decoding.decode(family.decoder(bundle), waves, test["duration"], [options])["transcribe"]
             speeds[batch_size] = len(texts) / (time.perf_counter() - began)
         details[model_type] = speeds
         rows.append(common.Row(f"{model_type} decoding ({len(waves)} test segments, {TOKENS} tokens each, "

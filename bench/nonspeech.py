@@ -12,7 +12,7 @@ held-out set once, and both are scored with the gate off and on from that one de
 from __future__ import annotations
 
 from bench import common
-from lib import config, evaluate, families, tasks, train
+from lib import config, decoding, evaluate, families, tasks, train
 
 
 def run(share: float) -> dict:
@@ -23,9 +23,9 @@ def run(share: float) -> dict:
     trained = train.train(params, "whisper")
     heldout = evaluate.evaluate(params, "whisper", split="heldout")
     family = families.get("whisper")
-    quiet = evaluate.nonspeech_set(family, evaluate.load(family, params.paths.model("whisper") / "final"),
-                                   [tasks.DecodingOptions.for_test(t, params.evaluation) for t in tasks.TASKS],
-                                   params.paths.splits / "heldout.tsv")
+    decoder = family.decoder(evaluate.load(family, params.paths.model("whisper") / "final"))
+    quiet = evaluate.nonspeech_set(decoder, [decoding.DecodingOptions.for_test(t, params.evaluation)
+                                             for t in tasks.TASKS], params.paths.splits / "heldout.tsv")
     return {"share": share, "steps": trained["global_step"], "examples": trained["examples"]["train"],
             "train_seconds": trained["train_seconds"], "heldout": heldout, "nonspeech": quiet}
 

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lib import atomic, whisper_tokens
+from lib import atomic, decoding, whisper_tokens
 from lib.schema import PROJECT_ROOT, resolve
 
 log = logging.getLogger("lib.ct2")
@@ -547,6 +547,8 @@ def export(model_dir: Path, out: Path, quantization: str = "float16", check: boo
         # feature extractor's settings inside processor_config.json, faster-whisper reads them on their own
         WhisperProcessor.from_pretrained(model_dir).save_pretrained(staging)
         GenerationConfig.from_pretrained(model_dir).save_pretrained(staging)
+        if (model_dir / decoding.SETTINGS_FILE).exists():  # the settings lib.transcribe decodes it with
+            shutil.copy(model_dir / decoding.SETTINGS_FILE, staging / decoding.SETTINGS_FILE)
         WhisperFeatureExtractor.from_pretrained(model_dir).to_json_file(staging / PREPROCESSOR_FILE)
         if check:
             ctranslate2.models.Whisper(str(staging), device="cpu")

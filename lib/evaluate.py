@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import atomic, audio, config, families, features, longform, manifest as manifest_io, metrics, model_card, \
-    nonspeech, packing, precision, tasks, text
+from lib import atomic, audio, config, decoding, families, features, longform, manifest as manifest_io, metrics, \
+    model_card, nonspeech, packing, precision, tasks, text
 from lib.audio import SAMPLE_RATE
 
 log = logging.getLogger("lib.evaluate")
@@ -61,7 +61,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     output_dir = Path(output_dir) if output_dir else paths.results
     began = time.perf_counter()
     model_dir = None if untrained else Path(model_dir) if model_dir else paths.model(name) / "final"
-    bundle, model_path, device = loaded(params, name, model_dir)
+    bundle, decoder, model_path, device = loaded(params, name, model_dir)
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -71,11 +71,10 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     label = config.result_name(name, split, untrained)
     retained = hp.retention_set(split)
     language = retained.language if retained else tasks.SOURCE_LANGUAGE
-    options = [tasks.DecodingOptions.for_test(task, hp, language) for task in tasks.TASKS
+    options = [decoding.DecodingOptions.for_test(task, hp, language) for task in tasks.TASKS
                if any(rows[tasks.TEXT_COLUMN[task]])]  # a set without translations (plain English) is transcribed
     started = time.perf_counter()
-    decoded = decode_longest_first(family, bundle, [inputs[i][family.input_column] for i in chosen],
-                                   rows["duration"], options)
+    decoded = decoding.decode(decoder, [inputs[i][family.input_column] for i in chosen], rows["duration"], options)
     seconds = time.perf_counter() - started
     log.info("%s: %d segments, both tasks from one encoder pass, in %.1f s", label, len(chosen), seconds)
     summary = {
@@ -99,11 +98,11 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                                                                                   params)
         atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
     if split == "test" or (untrained and not retained):
-        summary["hallucination"]["nonspeech"] = nonspeech_set(family, bundle, options, paths.splits / f"{split}.tsv")
+        summary["hallucination"]["nonspeech"] = nonspeech_set(decoder, options, paths.splits / f"{split}.tsv")
     if split == "test" and hp.long_form_seconds:
-        summary["long_form"] = long_form(family, bundle, rows, params, split, options)
+        summary["long_form"] = long_form(decoder, rows, params, split, options)
     if split == params.honest_split and not untrained and hp.long_form_seconds:
-        summary["recordings"] = recordings(family, bundle, rows, params, split, options)
+        summary["recordings"] = recordings(name, decoder, rows, params, split, options)
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -133,10 +132,11 @@ def retention(params: config.Params) -> dict[str, dict]:
             for name in params.family_names for split in params.retention_splits for untrained in (False, True)}
 
 
-def loaded(params: config.Params, name: str, model_dir: Path | None) -> tuple[families.Bundle, str, torch.device]:
-    """The model 05 scores, on its device in the evaluation's precision: the trained one in `model_dir`, or the run's
-    starting model (None); with what its metrics call it. Each is loaded once per process (05 scores one model on
-    every set) and again only when its folder is written anew."""
+def loaded(params: config.Params, name: str,
+           model_dir: Path | None) -> tuple[families.Bundle, decoding.Decoder, str, torch.device]:
+    """The model 05 scores, on its device in the evaluation's precision, and its decoder: the trained one in
+    `model_dir`, or the run's starting model (None); with what its metrics call it. Each is loaded once per process
+    (05 scores one model on every set) and again only when its folder is written anew."""
     family = families.get(name)
     if model_dir is None:
         names = family.model_names(params.section(name))
@@ -152,7 +152,7 @@ def loaded(params: config.Params, name: str, model_dir: Path | None) -> tuple[fa
         for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
             del _LOADED[stale]
         path = ", ".join(names.values()) if model_dir is None else str(model_dir)
-        _LOADED[key] = (bundle, path, device)
+        _LOADED[key] = (bundle, family.decoder(bundle), path, device)
     return _LOADED[key]
 
 
@@ -180,16 +180,16 @@ def written_metrics(params: config.Params, split: str):
                 yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
-def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tasks.DecodingOptions,
+def score(task: str, rows: dict[str, list], decoded: list[decoding.Output], options: decoding.DecodingOptions,
           params: config.Params):
-    """One task's scores on the rows that have its text, as the no-speech rule of `options` leaves the outputs: the
-    predictions table (with the no-speech probability and average log-probability, where the family gives them), the
-    metrics (with how many outputs the rule emptied) and the hallucination counts."""
+    """One task's scores on the rows that have its text, as the no-speech gate of `options` leaves the outputs: the
+    predictions table (with the no-speech probability and average log-probability, where the decoder gives them), the
+    metrics (with how many outputs the gate emptied) and the hallucination counts."""
     hp = params.evaluation
     column = tasks.TEXT_COLUMN[task]
     picked = [i for i, t in enumerate(rows[column]) if t]
-    decoded = decoded.select(picked)
-    hypotheses, silenced = decoded.gated(options), decoded.silenced(options)
+    decoded = [decoded[i] for i in picked]
+    hypotheses, silenced = [o.gated(options) for o in decoded], [o.silenced(options) for o in decoded]
     references = [rows[column][i] for i in picked]
     tags = [rows["lang_tags"][i].split() for i in picked]
     frame = pd.DataFrame({c: [rows[c][i] for i in picked] for c in ("id", "speaker", "duration")}).round(3)
@@ -201,49 +201,57 @@ def score(task: str, rows: dict[str, list], decoded: tasks.Decoded, options: tas
         frame["code_mixing_index"] = [round(text.code_mixing_index(t), 1) for t in tags]
         extra = {}
     frame = pd.concat([frame, scored.utterances], axis=1)
-    if decoded.no_speech_prob is not None:
-        frame["no_speech_prob"] = np.round(decoded.no_speech_prob, 4)
-        frame["avg_logprob"] = np.round(decoded.avg_logprob, 3)
+    written = [o.text for o in decoded]
+    if decoded and decoded[0].no_speech_prob is not None:
+        frame["no_speech_prob"] = np.round([o.no_speech_prob for o in decoded], 4)
+        frame["avg_logprob"] = np.round([o.avg_logprob for o in decoded], 3)
         frame["silenced"] = silenced
-        frame["written"] = [" ".join(t.split()) for t in decoded.texts]  # before the gate
+        frame["written"] = [" ".join(t.split()) for t in written]  # before the gate
     frame["reference"], frame["hypothesis"] = references, [" ".join(h.split()) for h in hypotheses]
-    ungated = ({"wer": metrics.wer(references, decoded.texts)} if task == "transcribe" else
-               {"bleu": metrics.bleu(references, decoded.texts)})  # the same decode, the gate off
+    ungated = ({"wer": metrics.wer(references, written)} if task == "transcribe" else
+               {"bleu": metrics.bleu(references, written)})  # the same decode, the gate off
     gate = {"no_speech_threshold": options.no_speech_threshold, "logprob_threshold": options.logprob_threshold,
             "silenced": sum(silenced), "ungated": {k: round(v, 2) for k, v in ungated.items()},
-            "fallback": {"decoded_again": sum(decoded.retried),
-                         "sampled_kept": sum(t > 0 for t in decoded.temperature)}}
+            "fallback": {"decoded_again": sum(o.retried for o in decoded),
+                         "sampled_kept": sum(o.temperature > 0 for o in decoded)}}
     return (frame, {"samples": len(picked), **scored.to_dict(), **extra, "gate": gate},
             metrics.hallucinations(references, hypotheses))
+
+
+def _written(texts: list[str]) -> list[decoding.Output]:
+    """Outputs of texts alone (a whole recording's, its pieces joined): scored as they are."""
+    return [decoding.Output(t) for t in texts]
 
 
 BABBLE_SEGMENTS = 12  # speech segments of the scored set mixed into the non-speech set's two babble kinds
 
 
-def nonspeech_set(family: families.Family, bundle: families.Bundle, options: list[tasks.DecodingOptions],
-                  split_file: Path) -> dict:
+def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOptions], split_file: Path) -> dict:
     """What the model writes, per task, on 05's non-speech set (lib.nonspeech.evaluation_set, its babble made from
     the first segments of `split_file`), where any text at all is made up: per clip the text as written and as the
-    no-speech rule leaves it, and the share of clips with text, all kinds and the kinds training never sees."""
+    no-speech gate leaves it, and the share of clips with text, all kinds and the kinds training never sees."""
     clips = nonspeech_clips(split_file)
-    decoded = family.decode_scored(bundle, [family.audio_input(bundle, c.wave) for c in clips], options)
+    decoded = decoding.decode(decoder, [decoder.input(c.wave) for c in clips],
+                              [len(c.wave) / SAMPLE_RATE for c in clips], options)
     held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
     outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
     shares = {}
     for o in options:
-        found, gated = decoded[o.task], decoded[o.task].gated(o)
-        for i, row in enumerate(outputs):
-            row["tasks"][o.task] = {"text": found.texts[i], "gated": gated[i]}
-            if found.no_speech_prob is not None:
-                row["tasks"][o.task] |= {"no_speech_prob": round(found.no_speech_prob[i], 4),
-                                         "avg_logprob": round(found.avg_logprob[i], 3)}
-        shares[o.task] = {"with_text": _share(found.texts), "with_text_gated": _share(gated),
+        found = decoded[o.task]
+        texts, gated = [f.text for f in found], [f.gated(o) for f in found]
+        for row, output, shown in zip(outputs, found, gated):
+            row["tasks"][o.task] = {"text": output.text, "gated": shown}
+            if output.no_speech_prob is not None:
+                row["tasks"][o.task] |= {"no_speech_prob": round(output.no_speech_prob, 4),
+                                         "avg_logprob": round(output.avg_logprob, 3)}
+        shares[o.task] = {"with_text": _share(texts), "with_text_gated": _share(gated),
                           "held_out_kinds_with_text_gated": _share([g for g, h in zip(gated, held_out) if h])}
+    first = decoded[options[0].task]
     return {"clips": len(clips), "kinds": len({c.kind for c in clips}),
             "held_out_kinds": list(nonspeech.HELD_OUT_KINDS),
             "gated_by": {"no_speech_threshold": options[0].no_speech_threshold,
                          "logprob_threshold": options[0].logprob_threshold,
-                         "applies": decoded[options[0].task].no_speech_prob is not None},
+                         "applies": bool(first) and first[0].no_speech_prob is not None},
             "tasks": shares, "outputs": outputs}
 
 
@@ -267,17 +275,16 @@ def _share(texts: list[str]) -> float:
 PAUSE_SECONDS = (2.0, 10.0)  # the pauses of silence or noise between the segments long-form joins
 
 
-def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
-              split: str, options: list[tasks.DecodingOptions]) -> dict:
-    """The scored segments of each speaker, in order, joined into recordings of up to
-    `evaluation.long_form_seconds` (or the family's `long_form_seconds`, when shorter) with a pause of PAUSE_SECONDS
-    of silence or noise between each two; decoded whole (lib.longform: cut at speech by the VAD, or with
-    `evaluation.vad` off the family's own long-form decoding) and scored against the joined references: the same
-    words as the segment scores, heard as whole recordings. Words written inside the pauses are counted."""
+def long_form(decoder: decoding.Decoder, rows: dict[str, list], params: config.Params, split: str,
+              options: list[decoding.DecodingOptions]) -> dict:
+    """The scored segments of each speaker, in order, joined into recordings of up to `evaluation.long_form_seconds`
+    with a pause of PAUSE_SECONDS of silence or noise between each two; decoded whole (lib.longform: cut at speech by
+    the VAD, or with `evaluation.vad` off window by window) and scored against the joined references: the same words
+    as the segment scores, heard as whole recordings. Words written inside the pauses are counted."""
     hp = params.evaluation
-    at_most = family.long_form_seconds(bundle, hp.long_form_seconds)
     by_id = {s.id: s for s in manifest_io.read(params.paths.splits / f"{split}.tsv").segments}
-    files = packing.pack([by_id[i] for i in rows["id"]], at_most, stream=lambda seg: seg.group, gap=PAUSE_SECONDS[1])
+    files = packing.pack([by_id[i] for i in rows["id"]], hp.long_form_seconds, stream=lambda seg: seg.group,
+                         gap=PAUSE_SECONDS[1])
     recordings = [packing.join(f, SAMPLE_RATE, nonspeech.gap_filler(f"long-form-{f[0].id}", *PAUSE_SECONDS))
                   for f in files]
     pauses = [list(zip(ends[:-1], starts[1:])) for _, starts, ends in recordings]
@@ -285,29 +292,28 @@ def long_form(family: families.Family, bundle: families.Bundle, rows: dict[str, 
     joined = {c: [row[c] for row in columns] for c in ("id", "speaker", "transcript", "translation", "lang_tags")}
     joined["duration"] = [round(len(wave) / SAMPLE_RATE, 3) for wave, _, _ in recordings]
     began = time.perf_counter()
-    decoded = longform.decode(family, bundle, [wave for wave, _, _ in recordings], options, hp.vad)
+    decoded = longform.decode(decoder, [wave for wave, _, _ in recordings], options, hp.vad)
     seconds = time.perf_counter() - began
     result = {"files": len(files), "segments_joined": sum(len(f) for f in files),
-              "audio_seconds": round(sum(joined["duration"]), 1), "seconds_at_most": round(at_most, 1),
+              "audio_seconds": round(sum(joined["duration"]), 1), "seconds_at_most": hp.long_form_seconds,
               "longest_seconds": max(joined["duration"]),
               "pauses": {"count": sum(map(len, pauses)), "seconds": round(sum(e - s for p in pauses for s, e in p), 1),
                          "each_seconds": list(PAUSE_SECONDS)},
-              "decoding": {"seconds": round(seconds, 2), "vad": hp.vad,
-                           "how": longform.HOW if hp.vad else family.long_form_decoding},
+              "decoding": {"seconds": round(seconds, 2), "vad": hp.vad, "how": longform.HOW[hp.vad]},
               "tasks": {}, "hallucination": {}}
-    for task, o in zip(tasks.TASKS, options):
-        found = decoded[task]
-        _, result["tasks"][task], result["hallucination"][task] = score(
-            task, joined, tasks.Decoded([longform.text(p) for p in found]), o, params)
-        result["hallucination"][task]["words_in_pauses"] = sum(
+    for o in options:
+        found = decoded[o.task]
+        _, result["tasks"][o.task], result["hallucination"][o.task] = score(
+            o.task, joined, _written([longform.text(p) for p in found]), o, params)
+        result["hallucination"][o.task]["words_in_pauses"] = sum(
             longform.words_in_pauses(p, list(zip(starts, ends))) for p, (_, starts, ends) in zip(found, recordings))
     return result
 
 
-def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str, list], params: config.Params,
-               split: str, options: list[tasks.DecodingOptions]) -> dict:
+def recordings(name: str, decoder: decoding.Decoder, rows: dict[str, list], params: config.Params, split: str,
+               options: list[decoding.DecodingOptions]) -> dict:
     """The recordings that hold the scored segments, each handed whole to `lib.transcribe.transcribe` as a user
-    would (both tasks, 05's decoding settings; JSON and SRT under `results/transcripts/<split>/<family>/`), scored
+    would (both tasks, 05's decoding settings; JSON and SRT under `results/transcripts/<split>/<name>/`), scored
     against the recording's segments of the split joined in time order (speech the manifest leaves out of a
     recording would count as insertions)."""
     from lib import transcribe
@@ -317,9 +323,9 @@ def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str,
     picked = set(rows["id"])
     files = list(dict.fromkeys(s.audio.resolve() for s in segments if s.id in picked))
     inside = manifest_io.by_recording(segments)
-    out = params.paths.results / "transcripts" / split / family.name
+    out = params.paths.results / "transcripts" / split / name
     began = time.perf_counter()
-    done = transcribe.transcribe(files, (family, bundle), task="both" if len(options) > 1 else options[0].task,
+    done = transcribe.transcribe(files, decoder, task="both" if len(options) > 1 else options[0].task,
                                  formats=("json", "srt"), out=out, vad=hp.vad, language=options[0].language,
                                  progress=False, **transcribe.evaluation_settings(hp))
     seconds = time.perf_counter() - began
@@ -334,22 +340,12 @@ def recordings(family: families.Family, bundle: families.Bundle, rows: dict[str,
               "audio_seconds": round(audio_seconds, 1), "outputs": str(out.relative_to(params.paths.results)),
               "transcripts": [{"audio": str(f), "name": by_file[f].source.name.as_posix()} for f in files],
               "decoding": {"seconds": round(seconds, 2), "real_time_factor": round(seconds / audio_seconds, 3),
-                           "vad": hp.vad, "how": longform.HOW if hp.vad else family.long_form_decoding},
+                           "vad": hp.vad, "how": longform.HOW[hp.vad]},
               "tasks": {}, "hallucination": {}}
     for o in options:
-        texts = tasks.Decoded([longform.text(by_file[f].pieces[o.task]) for f in files])
+        texts = _written([longform.text(by_file[f].pieces[o.task]) for f in files])
         _, result["tasks"][o.task], result["hallucination"][o.task] = score(o.task, columns, texts, o, params)
     return result
-
-
-def decode_longest_first(family: families.Family, bundle: families.Bundle, inputs: list[np.ndarray],
-                         durations: list[float], options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
-    """Decode every task in order of duration, longest first (similar lengths share a batch, so less padding and
-    fewer finished rows waiting on a long one; an out-of-memory shows at once); task -> outputs in input order."""
-    order = np.argsort(-np.asarray(durations), kind="stable")
-    decoded = family.decode_scored(bundle, [inputs[i] for i in order], options)
-    back = np.argsort(order, kind="stable")
-    return {task: found.select(back) for task, found in decoded.items()}
 
 
 def sample(speakers: list[str], limit: int) -> list[int]:
@@ -416,7 +412,8 @@ def export_parity(params: config.Params, name: str) -> dict | None:
         return None
     scored = {task: read_predictions(paths.results, name, task) for task in tasks.TASKS}
     summary = json.loads(paths.metrics(name).read_text(encoding="utf-8"))
-    test = family.prepare_features(paths, converted[0].bundle, splits=("test",))["test"].load()
+    bundle = loaded(params, name, model_dir)[0]  # its inputs are the exports' (same processor)
+    test = family.prepare_features(paths, bundle, splits=("test",))["test"].load()
     by_id = {segment_id: i for i, segment_id in enumerate(test["id"])}
     cached = test.with_format("numpy", columns=[family.input_column])
     ids = scored["transcribe"]["id"].tolist()
@@ -426,15 +423,14 @@ def export_parity(params: config.Params, name: str) -> dict | None:
     own = {task: frame["hypothesis"].tolist() for task, frame in scored.items()}
     own_wer, own_bleu = metrics.wer(references["transcribe"], own["transcribe"]), \
         metrics.bleu(references["translate"], own["translate"])
-    options = [tasks.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
+    options = [decoding.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
     rows = []
     for export in converted:
         began = time.perf_counter()
-        decoded = decode_longest_first(family, export.bundle, inputs, scored["transcribe"]["duration"].tolist(),
-                                       options)
-        texts = {o.task: decoded[o.task].gated(o) for o in options}
+        decoded = decoding.decode(export.decoder, inputs, scored["transcribe"]["duration"].tolist(), options)
+        texts = {o.task: [output.gated(o) for output in decoded[o.task]] for o in options}
         seconds = time.perf_counter() - began
-        quiet = nonspeech_set(family, export.bundle, options, paths.splits / "test.tsv")["tasks"]
+        quiet = nonspeech_set(export.decoder, options, paths.splits / "test.tsv")["tasks"]
         wer = metrics.wer(references["transcribe"], texts["transcribe"])
         bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
         same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)

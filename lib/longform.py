@@ -1,37 +1,50 @@
-"""Whole recordings decoded (long-form), one code path for every backend: the VAD (lib.vad) finds the speech, its
-stretches are merged into chunks up to the model's window (30 s for Whisper, the decoder's limit for E2E), each
-chunk is decoded with timestamps where the family writes them (Whisper: transformers, or ctranslate2, which has no
-seek loop of its own), in batches, with the no-speech gate and the temperature fallback, and the times are mapped
-back to the recording. With the VAD off: the family's own long-form decoding (`decode_long`: Whisper's sequential
-30 s windows, one pass for the E2E model), or consecutive windows of the model's length where the backend has none
-(ctranslate2). Either way the output is timed pieces of text with the scores the family gives, so that words
-written where nobody speaks can be counted (`words_in_pauses`) and lib.transcribe can write subtitles.
+"""Whole recordings decoded (long-form), one code path for every decoder (lib.decoding): the VAD (lib.vad) finds the
+speech, its stretches are merged into chunks up to the decoder's window (30 s for Whisper, what its decoder's
+positions hold for E2E), each chunk is decoded with timestamps where the decoder writes them, with the no-speech gate
+and the temperature fallback of every other path, and the times are mapped back to the recording. With the VAD off:
+Whisper's sequential decoding, window by window (`decoding.decode_long`). Either way the output is timed pieces of
+text with the scores the decoder gives, so that words written where nobody speaks can be counted
+(`words_in_pauses`) and lib.transcribe can write subtitles.
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import numpy as np
 
-from lib import families, tasks, vad
+from lib import decoding, vad
 from lib.audio import SAMPLE_RATE
 
-TIME_SLACK = 0.5  # s a timestamp may run past its input (Whisper's last one often names the padded frame)
 SPEECH_SHARE = 0.1  # a piece less than this much over speech was written in a pause
-HOW = "Silero VAD's speech merged into chunks up to the model's window, each decoded with timestamps"  # metrics
+HOW = {True: "Silero VAD's speech merged into chunks up to the model's window, each decoded with timestamps",
+       False: "sequential windows of the model's length, each starting where the last complete timestamped stretch "
+              "of the one before ends"}  # what the metrics record, with the VAD and without
 
 
-def decode(family: families.Family, bundle: families.Bundle, waves: list[np.ndarray],
-           options: list[tasks.DecodingOptions], use_vad: bool = True) -> dict[str, list[list[tasks.Piece]]]:
+@dataclass
+class Piece:
+    """Text a model wrote for a stretch of a whole recording (seconds from its start); with the no-speech
+    probability and average log-probability of its decode where the decoder gives them."""
+
+    start: float
+    end: float
+    text: str
+    no_speech_prob: float | None = None
+    avg_logprob: float | None = None
+
+
+def decode(decoder: decoding.Decoder, waves: list[np.ndarray], options: list[decoding.DecodingOptions],
+           use_vad: bool = True) -> dict[str, list[list[Piece]]]:
     """Task -> each recording's pieces of text, in time order: with `use_vad`, the VAD's speech merged into chunks
-    (`speech_chunks`), each decoded with timestamps (`decode_spans`); without, the family's `decode_long` where its
-    backend has one, else consecutive windows of `span_seconds` (`windows`)."""
-    longest = family.span_seconds(bundle)
-    if not use_vad and family.decodes_long(bundle):
-        return family.decode_long(bundle, waves, options)
-    cut = speech_chunks if use_vad else windows
-    spans = [(k, start, end) for k, wave in enumerate(waves) for start, end in cut(wave, longest)]
-    return decode_spans(family, bundle, waves, spans, options)
+    (`speech_chunks`), each decoded with timestamps (`decode_spans`); without, window by window
+    (`decoding.decode_long`)."""
+    if not use_vad:
+        found = decoding.decode_long(decoder, waves, options)
+        return {task: [[piece(start, end, output, text) for start, end, output, text in recording]
+                       for recording in recordings] for task, recordings in found.items()}
+    spans = [(k, start, end) for k, wave in enumerate(waves) for start, end in speech_chunks(wave, decoder.window)]
+    return decode_spans(decoder, waves, spans, options)
 
 
 def speech_chunks(wave: np.ndarray, seconds: float) -> list[tuple[float, float]]:
@@ -51,65 +64,46 @@ def chunks(spans: list[tuple[float, float]], seconds: float) -> list[tuple[float
     return merged
 
 
-def windows(wave: np.ndarray, seconds: float) -> list[tuple[float, float]]:
-    """A recording cut into consecutive stretches of `seconds` (the last one shorter), without listening to it."""
-    length = len(wave) / SAMPLE_RATE
-    return [(float(start), float(min(start + seconds, length))) for start in np.arange(0.0, length, seconds)]
-
-
-def decode_spans(family: families.Family, bundle: families.Bundle, waves: list[np.ndarray],
-                 spans: list[tuple[int, float, float]], options: list[tasks.DecodingOptions]) -> dict:
-    """Task -> each recording's pieces: every span (recording index, start, end in seconds) decoded as a segment with
-    timestamps asked for, longest first in batches, gated, with the scores the family gives. A span's timed stretches
-    become pieces at their times in the recording (clipped to the span); a family without timestamps, a gated
-    output, or times out of order (`in_order`) give one piece for the span."""
+def decode_spans(decoder: decoding.Decoder, waves: list[np.ndarray], spans: list[tuple[int, float, float]],
+                 options: list[decoding.DecodingOptions]) -> dict[str, list[list[Piece]]]:
+    """Task -> each recording's pieces: every span (recording index, start, end in seconds) decoded as one input with
+    timestamps asked for (`decoding.decode`, its text given room for the span's length). A span's trusted timed
+    stretches (`decoding.stretches_of`) become pieces at their times in the recording, clipped to the span."""
     cut = [waves[k][int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)] for k, start, end in spans]
-    order = [int(i) for i in np.argsort([-len(c) for c in cut], kind="stable")]
-    pieces: dict[str, list[list[tasks.Piece]]] = {o.task: [[] for _ in waves] for o in options}
-    timed_options = [dataclasses.replace(o, timestamps=True) for o in options]
-    size = options[0].batch_size
-    for first in range(0, len(order), size):
-        batch = order[first:first + size]
-        grown = family.room_for(bundle, timed_options, len(cut[batch[0]]) / SAMPLE_RATE)
-        decoded = family.decode_scored(bundle, [family.audio_input(bundle, cut[i]) for i in batch], grown)
-        for o in grown:
-            found = decoded[o.task]
-            for j, (i, text) in enumerate(zip(batch, found.gated(o))):
-                k, start, end = spans[i]
-                scores = (round(found.no_speech_prob[j], 4), round(found.avg_logprob[j], 3)) \
-                    if found.no_speech_prob is not None else (None, None)
-                stretches = found.timed[j] if found.timed is not None and text else None
-                if not stretches or not in_order(stretches, end - start):
-                    stretches = [(0.0, None, text)]
-                pieces[o.task][k] += [tasks.Piece(round(min(start + a, end), 2),
-                                                  round(end if b is None else min(start + max(a, b), end), 2), said,
-                                                  *scores) for a, b, said in stretches]
+    timed = [dataclasses.replace(o, timestamps=True) for o in options]
+    found = decoding.decode(decoder, [decoder.input(c) for c in cut], [len(c) / SAMPLE_RATE for c in cut], timed,
+                            grow=True)
+    pieces: dict[str, list[list[Piece]]] = {o.task: [[] for _ in waves] for o in options}
+    for o in timed:
+        for (k, start, end), output in zip(spans, found[o.task]):
+            pieces[o.task][k] += [piece(round(min(start + a, end), 2),
+                                        round(end if b is None else min(start + max(a, b), end), 2), output, said)
+                                  for a, b, said in decoding.stretches_of(output, o, end - start)]
     for recordings in pieces.values():
         for recording in recordings:
             recording.sort(key=lambda p: p.start)
     return pieces
 
 
-def in_order(stretches: list[tuple[float, float | None, str]], seconds: float) -> bool:
-    """Whether timed stretches (start, end or None for the input's end, text) follow each other inside an input of
-    `seconds` (TIME_SLACK past its end allowed): a model that has not learned timestamps writes them anywhere."""
-    times = [(a, seconds if b is None else b) for a, b, _ in stretches]
-    return all(0 <= a < b <= seconds + TIME_SLACK for a, b in times) and \
-        all(b <= a for (_, b), (a, _) in zip(times, times[1:]))
+def piece(start: float, end: float, output: decoding.Output, text: str) -> Piece:
+    """A Piece of `text` from an output, with its scores where the decoder gives them."""
+    scores = (round(output.no_speech_prob, 4), round(output.avg_logprob, 3)) \
+        if output.no_speech_prob is not None else (None, None)
+    return Piece(start, end, text, *scores)
 
 
-def text(pieces: list[tasks.Piece]) -> str:
+def text(pieces: list[Piece]) -> str:
     """A recording's text: its pieces' texts in order."""
     return " ".join(" ".join(p.text.split()) for p in pieces if p.text.strip())
 
 
-def words_in_pauses(pieces: list[tasks.Piece], speech: list[tuple[float, float]]) -> int:
+def words_in_pauses(pieces: list[Piece], speech: list[tuple[float, float]]) -> int:
     """Words of the pieces that barely overlap `speech` (start, end): under SPEECH_SHARE of a piece. A piece's times
     are the decoder's (Whisper's timestamps) or the VAD's, and may spill into a pause beside speech: only text with
     no speech under it counts as written in a pause."""
     found = 0
-    for piece in pieces:
-        heard = sum(max(0.0, min(piece.end, end) - max(piece.start, start)) for start, end in speech)
-        if heard < SPEECH_SHARE * (piece.end - piece.start):
-            found += len(piece.text.split())
+    for p in pieces:
+        heard = sum(max(0.0, min(p.end, end) - max(p.start, start)) for start, end in speech)
+        if heard < SPEECH_SHARE * (p.end - p.start):
+            found += len(p.text.split())
     return found

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import atomic, config, families, manifest, split as splitting, tasks
+from lib import atomic, config, decoding, families, manifest, split as splitting
 
 SET_NAMES = {"test": "test split", "heldout": "held-out set", "voiceshift": "voice-shift set"}
 
@@ -62,7 +62,7 @@ def _prefixes(family: families.Family) -> str:
 
 
 def _usage(family: families.Family, params: config.Params, folder: Path) -> list[str]:
-    usage = family.usage_for(tasks.DecodingOptions.for_test("transcribe", params.evaluation))
+    usage = family.usage_for(decoding.DecodingOptions.for_test("transcribe", params.evaluation))
     exports = sorted(p.name for p in folder.parent.glob("ct2-*") if (p / "model.bin").exists())
     lines = ["## How to use", "", "Whole recordings of any length, transcript and translation with timestamps (txt, "
              "srt, vtt, tsv, json), with the vi-en-cs-speech package:", "", "```bash",

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lib import adapters, atomic, augment, config, families, metrics, model_card, precision, tasks
+from lib import adapters, atomic, augment, config, decoding, families, metrics, model_card, precision, tasks
 
 log = logging.getLogger("lib.train")
 
@@ -50,7 +50,7 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
             dataset = self.eval_dataset.get(eval_dataset) if isinstance(eval_dataset, str) else eval_dataset
             if isinstance(dataset, tasks.ExampleSet):
-                options = tasks.DecodingOptions.for_validation(dataset.task, hp)
+                options = decoding.DecodingOptions.for_validation(dataset.task, hp)
                 gen_kwargs = {**gen_kwargs, **family.generation_kwargs(bundle, options)}
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix,
                                     **gen_kwargs)
@@ -264,6 +264,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         trainer.save_model(str(staging))  # on every process: sharded setups gather the weights together
     if state.is_main_process:
         bundle.save_processing(staging)
+        decoding.save_settings(staging, decoding.DecodingOptions.for_test("transcribe", params.evaluation))
         atomic.replace_folder(atomic.make_shareable(staging), final_dir)  # the old model or the new, never half
         atomic.write_json(results_file, summary)
         atomic.write_json(results / f"{name}_history.json", trainer.state.log_history)
@@ -300,10 +301,11 @@ def val_samples(params: config.Params, name: str, per_task: int = 4) -> pd.DataF
     for task in tasks.TASKS:
         text = tasks.TEXT_COLUMN[task]
         picked = [i for i in range(len(val)) if val[i][text]][:per_task]
-        hyps = family.decode(bundle, [np.asarray(val[i][family.input_column], np.float32) for i in picked],
-                             [tasks.DecodingOptions.for_validation(task, hp)])[task]
-        rows += [{"task": task, "id": val[i]["id"], "reference": val[i][text], "hypothesis": h}
-                 for i, h in zip(picked, hyps)]
+        options = decoding.DecodingOptions.for_validation(task, hp)
+        found = decoding.decode(family.decoder(bundle), [val[i][family.input_column] for i in picked],
+                                [val[i]["duration"] for i in picked], [options])[task]
+        rows += [{"task": task, "id": val[i]["id"], "reference": val[i][text], "hypothesis": output.gated(options)}
+                 for i, output in zip(picked, found)]
     return pd.DataFrame(rows)
 
 

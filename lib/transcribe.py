@@ -8,9 +8,11 @@ From a notebook: `transcribe(["meeting.wav"], "outputs/prod/whisper/final")`.
 AUDIO is files or folders (searched recursively), in any format `lib.audio` reads, at any rate and channel count.
 `--model` is a trained `final/` of any family (the family is read from its `config.json`), a checkpoint, a hub id, or
 a CTranslate2 export (`ct2-<quantization>/`, decoded by ctranslate2). Each recording is cut at speech by the VAD and
-each stretch is decoded with the no-speech gate and the loop guard as 05 decodes (lib.longform); with `--no-vad`,
-the family's own long-form decoding runs instead (Whisper's sequential 30 s windows), or, for a backend without one
-(ctranslate2), consecutive windows of the model's length. Times are the recording's.
+each stretch is decoded with the no-speech gate and the temperature fallback as 05 decodes (lib.longform, through
+lib.decoding's driver); with `--no-vad`, window by window (Whisper's sequential decoding). Times are the recording's.
+The decoding settings are those saved with the model (`decoding.json`, 05's settings, written by training and
+copied into its exports), else lib.decoding's defaults (openai/whisper's); each can be set by name, and a name that
+is no setting is an error.
 
 Outputs follow openai-whisper's conventions, under `--out` in the inputs' own relative folders, each written whole or
 not at all: `<name>.txt`, `.srt`, `.vtt`, `.tsv` per task (`<name>.vi.srt` and `<name>.en.srt` when both tasks are
@@ -28,19 +30,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
-from lib import atomic, audio, families, longform, tasks
+from lib import atomic, audio, decoding, families, longform, tasks
 
 log = logging.getLogger("lib.transcribe")
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64")
 FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 OUTPUT_LANGUAGE = {"transcribe": "vi", "translate": "en"}  # the task's name in its files when both are written
-DEFAULTS = {"num_beams": 1, "batch_size": 8, "max_length": 225, "no_speech_threshold": 0.6, "logprob_threshold": -1.0,
-            "compression_ratio_threshold": 2.4, "fallback_temperatures": (0.2, 0.4, 0.6, 0.8, 1.0)}  # evaluation's
 
 
 @dataclass
@@ -57,7 +56,7 @@ class Result:
 
     source: Source
     seconds: float = 0.0
-    pieces: dict[str, list[tasks.Piece]] = field(default_factory=dict)
+    pieces: dict[str, list[longform.Piece]] = field(default_factory=dict)
     written: list[Path] = field(default_factory=list)
     error: str | None = None
 
@@ -88,14 +87,15 @@ def find_audio(paths: list[str | Path]) -> tuple[list[Source], list[Result]]:
     return [Source(p, p.relative_to(root).with_suffix("")) for p in files], failed
 
 
-def load_model(model: str | Path, device: str = "cpu") -> tuple[families.Family, families.Bundle]:
-    """The family and the loaded model of a trained folder, a checkpoint, a hub id or a CTranslate2 export."""
+def load_model(model: str | Path, device: str = "cpu") -> decoding.Decoder:
+    """The decoder of a trained folder, a checkpoint, a hub id or a CTranslate2 export (its family read from its
+    config.json)."""
     folder = Path(model)
     if (folder / "model.bin").exists():  # a CTranslate2 export
         family = next((f for f in families.FAMILIES.values() if f.export_format == "ct2"), None)
         if family is None:
             raise ValueError(f"{folder}: a CTranslate2 export, and no model family decodes one")
-        return family, family.load_export(folder, device)
+        return family.load_export(folder, device)
     if (folder / "config.json").exists():
         model_type = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
     elif folder.exists():
@@ -108,30 +108,33 @@ def load_model(model: str | Path, device: str = "cpu") -> tuple[families.Family,
     family = families.for_model_type(model_type)
     bundle = family.load_trained(model)
     bundle.model.to(device)
-    return family, bundle
+    return family.decoder(bundle)
 
 
 def evaluation_settings(evaluation) -> dict:
     """05's decoding settings (the params' `evaluation` section) as `transcribe()` takes them."""
-    return {key: getattr(evaluation, key) for key in DEFAULTS}
+    return {name: getattr(evaluation, name) for name in decoding.SETTINGS}
 
 
 def decoding_options(task_names: tuple[str, ...], language: str = tasks.SOURCE_LANGUAGE,
-                     **settings) -> list[tasks.DecodingOptions]:
-    """The options of each task: `DEFAULTS` (05's evaluation settings) with `settings` laid over them."""
-    chosen = SimpleNamespace(**{**DEFAULTS, **{k: v for k, v in settings.items() if v is not None}})
-    return [tasks.DecodingOptions.for_test(task, chosen, language) for task in task_names]
+                     **settings) -> list[decoding.DecodingOptions]:
+    """The options of each task from `settings` named as `decoding.SETTINGS` names them (None: the default); an
+    unknown name is a DecodingError."""
+    chosen = {name: value for name, value in settings.items() if value is not None}
+    return [decoding.DecodingOptions.from_settings(task, chosen, language) for task in task_names]
 
 
-def transcribe(paths: list[str | Path], model: str | Path | tuple, task: str = "both",
+def transcribe(paths: list[str | Path], model: str | Path | decoding.Decoder, task: str = "both",
                formats: tuple[str, ...] = FORMATS, out: str | Path = ".", vad: bool = True, device: str = "cpu",
                language: str = tasks.SOURCE_LANGUAGE, progress: bool = True, **settings) -> list[Result]:
     """Transcribe and translate (`task`: transcribe, translate or both) every audio file of `paths` with `model` (a
-    folder, hub id or CTranslate2 export; or a loaded (family, bundle)), writing `formats` under `out`. `settings`
-    override the decoding DEFAULTS by name. Returns one Result per file, failed ones with their reason."""
-    family, bundle = model if isinstance(model, tuple) else load_model(model, device)
+    folder, hub id or CTranslate2 export; or a loaded decoder), writing `formats` under `out`. `settings` override
+    the decoding settings saved with the model (`decoding.saved_settings`) by name. Returns one Result per file, failed ones
+    with their reason."""
     task_names = tasks.TASKS if task == "both" else (task,)
-    options = decoding_options(task_names, language, **settings)
+    saved = decoding.saved_settings(model) if isinstance(model, (str, Path)) else {}
+    options = decoding_options(task_names, language, **(saved | settings))
+    decoder = model if isinstance(model, decoding.Decoder) else load_model(model, device)
     sources, results = find_audio(paths)
     durations = {source.path: _duration(source, results) for source in sources}
     readable = [s for s in sources if durations[s.path] is not None]
@@ -140,7 +143,7 @@ def transcribe(paths: list[str | Path], model: str | Path | tuple, task: str = "
         result = Result(source, seconds=durations[source.path])
         try:
             wave = audio.load(source.path) if result.seconds else np.zeros(0, np.float32)
-            result.pieces = decode(family, bundle, wave, options, vad)
+            result.pieces = decode(decoder, wave, options, vad)
             result.written = write_outputs(result, Path(out), formats, both=len(task_names) > 1)
         except (audio.AudioError, OSError) as err:
             result.error, result.pieces = _reason(err), {}
@@ -170,12 +173,12 @@ def _duration(source: Source, failed: list[Result]) -> float | None:
     return info.duration
 
 
-def decode(family: families.Family, bundle: families.Bundle, wave: np.ndarray,
-           options: list[tasks.DecodingOptions], vad: bool = True) -> dict[str, list[tasks.Piece]]:
+def decode(decoder: decoding.Decoder, wave: np.ndarray, options: list[decoding.DecodingOptions],
+           vad: bool = True) -> dict[str, list[longform.Piece]]:
     """One recording's pieces per task (lib.longform); none for a recording shorter than a VAD frame."""
     if len(wave) < audio.SAMPLE_RATE // 100:
         return {o.task: [] for o in options}
-    return {task: found[0] for task, found in longform.decode(family, bundle, [wave], options, vad).items()}
+    return {task: found[0] for task, found in longform.decode(decoder, [wave], options, vad).items()}
 
 
 def write_outputs(result: Result, out: Path, formats: tuple[str, ...], both: bool) -> list[Path]:
@@ -200,11 +203,11 @@ def write_outputs(result: Result, out: Path, formats: tuple[str, ...], both: boo
     return written
 
 
-def _spoken(pieces: list[tasks.Piece]) -> list[tasks.Piece]:
+def _spoken(pieces: list[longform.Piece]) -> list[longform.Piece]:
     return [p for p in pieces if p.text.strip()]
 
 
-def _segment(piece: tasks.Piece) -> dict:
+def _segment(piece: longform.Piece) -> dict:
     scores = {k: v for k, v in (("no_speech_prob", piece.no_speech_prob), ("avg_logprob", piece.avg_logprob))
               if v is not None}
     return {"start": piece.start, "end": piece.end, "text": " ".join(piece.text.split()), **scores}
@@ -218,21 +221,21 @@ def _clock(seconds: float, separator: str, hours: bool = True) -> str:
     return (f"{h:02d}:" if hours or h else "") + f"{m:02d}:{s:02d}{separator}{ms:03d}"
 
 
-def as_txt(pieces: list[tasks.Piece]) -> str:
+def as_txt(pieces: list[longform.Piece]) -> str:
     return "".join(" ".join(p.text.split()) + "\n" for p in pieces)
 
 
-def as_srt(pieces: list[tasks.Piece]) -> str:
+def as_srt(pieces: list[longform.Piece]) -> str:
     return "".join(f"{i}\n{_clock(p.start, ',')} --> {_clock(p.end, ',')}\n{' '.join(p.text.split())}\n\n"
                    for i, p in enumerate(pieces, 1))
 
 
-def as_vtt(pieces: list[tasks.Piece]) -> str:
+def as_vtt(pieces: list[longform.Piece]) -> str:
     return "WEBVTT\n\n" + "".join(f"{_clock(p.start, '.', False)} --> {_clock(p.end, '.', False)}\n"
                                   f"{' '.join(p.text.split())}\n\n" for p in pieces)
 
 
-def as_tsv(pieces: list[tasks.Piece]) -> str:
+def as_tsv(pieces: list[longform.Piece]) -> str:
     return "start\tend\ttext\n" + "".join(f"{round(p.start * 1000)}\t{round(p.end * 1000)}\t"
                                           f"{' '.join(p.text.split())}\n" for p in pieces)
 
@@ -260,22 +263,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default=",".join(FORMATS), help=f"comma-separated, of {', '.join(FORMATS)}")
     parser.add_argument("--out", default=".", help="output folder (default: the current folder)")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True,
-                        help="cut recordings at speech with Silero VAD (default); --no-vad: the family's own "
-                        "long-form decoding, or fixed windows where the backend has none")
+                        help="cut recordings at speech with Silero VAD (default); --no-vad: window by window "
+                        "(Whisper's sequential decoding)")
     parser.add_argument("--language", choices=("vi", "en"), default=tasks.SOURCE_LANGUAGE,
                         help="the speech's language, forced for the transcript")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--beams", type=int, default=DEFAULTS["num_beams"])
-    parser.add_argument("--max-length", type=int, default=DEFAULTS["max_length"],
-                        help="tokens generated at most per stretch of speech, prompt included")
+    defaults = "(default: as saved with the model, else openai/whisper's)"
+    parser.add_argument("--batch-size", type=int, help=f"stretches decoded together {defaults}")
+    parser.add_argument("--beam-size", "--beams", dest="num_beams", type=int, help=f"beam width {defaults}")
+    parser.add_argument("--max-length", type=int, help=f"tokens generated at most per stretch, prompt included "
+                        f"{defaults}")
     for key in ("no_speech_threshold", "logprob_threshold", "compression_ratio_threshold"):
-        parser.add_argument(f"--{key.replace('_', '-')}", type=float, default=DEFAULTS[key])
+        parser.add_argument(f"--{key.replace('_', '-')}", type=float, help=defaults)
+    parser.add_argument("--temperatures", type=float, nargs="*", dest="fallback_temperatures",
+                        help=f"the fallback's temperatures, rising; none: no fallback {defaults}")
     args = parser.parse_args(argv)
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         parser.error(f"--format: expected some of {', '.join(FORMATS)}, got {args.format!r}")
+    given = {name: getattr(args, name) for name in decoding.SETTINGS if getattr(args, name) is not None}
+    settings = decoding.saved_settings(args.model) | given
+    try:
+        decoding_options(tasks.TASKS, args.language, **settings)
+    except decoding.DecodingError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     began = time.perf_counter()
     try:
@@ -284,9 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--model {args.model}: {_reason(err)}", file=sys.stderr)
         return 2
     results = transcribe(args.audio, loaded, args.task, formats, args.out, args.vad, args.device, args.language,
-                         batch_size=args.batch_size, num_beams=args.beams, max_length=args.max_length,
-                         no_speech_threshold=args.no_speech_threshold, logprob_threshold=args.logprob_threshold,
-                         compression_ratio_threshold=args.compression_ratio_threshold)
+                         **settings)
     wall = time.perf_counter() - began
     failed = [r for r in results if r.error]
     for r in failed:

@@ -128,7 +128,7 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
     texts, the same no-speech probabilities, so the same outputs emptied by the gate."""
     from dataclasses import replace
 
-    from lib import config, families, nonspeech, tasks
+    from lib import config, decoding, families, nonspeech, tasks
 
     family, out = families.get("whisper"), imported[0]
     folder = tmp_path / "whisper-base"
@@ -140,31 +140,33 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
     clips = [nonspeech.generate(kind, 6.0, level, rng) for kind, level in (
         ("silence", -100.0), ("silence", -60.0), ("white noise", -30.0), ("hum", -25.0), ("chords", -20.0),
         ("sweep", -30.0))]
-    options = [tasks.DecodingOptions(task, 1, 32, 8, no_speech_threshold=0.6, logprob_threshold=-1.0)
-               for task in tasks.TASKS]
+    options = [decoding.DecodingOptions(task=task, max_length=32, batch_size=8, temperatures=()) for task in tasks.TASKS]
     bundle = whisper.load_whisper(folder)
-    inputs = [family.audio_input(bundle, wave) for wave in clips]
-    theirs = family.decode_scored(exports[0].bundle, inputs, options)
-    ours = family.decode_scored(bundle, inputs, options)
+    ours_decoder = family.decoder(bundle)
+    inputs, seconds = [ours_decoder.input(wave) for wave in clips], [len(w) / 16_000 for w in clips]
+    theirs = decoding.decode(exports[0].decoder, inputs, seconds, options)
+    ours = decoding.decode(ours_decoder, inputs, seconds, options)
     for o in options:
-        assert theirs[o.task].texts == ours[o.task].texts
-        np.testing.assert_allclose(theirs[o.task].no_speech_prob, ours[o.task].no_speech_prob, atol=0.02)
-        np.testing.assert_allclose(theirs[o.task].avg_logprob, ours[o.task].avg_logprob, atol=0.05)
-        assert theirs[o.task].gated(o) == ours[o.task].gated(o)
-    assert any(ours["transcribe"].silenced(options[0]))  # the gate has work to do here
+        assert [x.text for x in theirs[o.task]] == [x.text for x in ours[o.task]]
+        np.testing.assert_allclose([x.no_speech_prob for x in theirs[o.task]],
+                                   [x.no_speech_prob for x in ours[o.task]], atol=0.02)
+        np.testing.assert_allclose([x.avg_logprob for x in theirs[o.task]], [x.avg_logprob for x in ours[o.task]],
+                                   atol=0.05)
+        assert [x.gated(o) for x in theirs[o.task]] == [x.gated(o) for x in ours[o.task]]
+    assert any(x.silenced(options[0]) for x in ours["transcribe"])  # the gate has work to do here
 
     # the temperature fallback (silence above a no-speech probability of 0.8, and any text "a loop", here, so that it
     # has outputs to decode again): the same outputs decoded again, the others left as they were, on both paths
-    guarded = [replace(options[0], no_speech_threshold=0.8, compression_ratio_threshold=0.1,
+    guarded = [replace(options[0], no_speech_threshold=0.8, compression_ratio_threshold=0.1, retry_unsure=False,
                        temperatures=(0.2, 0.4, 0.6, 0.8, 1.0))]
-    theirs_guarded = family.decode_scored(exports[0].bundle, inputs, guarded)
-    ours_guarded = family.decode_scored(bundle, inputs, guarded)
+    theirs_guarded = decoding.decode(exports[0].decoder, inputs, seconds, guarded)
+    ours_guarded = decoding.decode(ours_decoder, inputs, seconds, guarded)
     for o in guarded:
-        retried = ours[o.task].needs_fallback(o)
-        assert ours_guarded[o.task].retried == theirs_guarded[o.task].retried == retried
-        kept = [not r for r in retried]
-        assert np.array(ours_guarded[o.task].texts)[kept].tolist() == np.array(ours[o.task].texts)[kept].tolist()
-    assert any(ours["transcribe"].needs_fallback(guarded[0]))
+        retried = [x.needs_fallback(o) for x in ours[o.task]]
+        assert [x.retried for x in ours_guarded[o.task]] == [x.retried for x in theirs_guarded[o.task]] == retried
+        assert [x.text for x, r in zip(ours_guarded[o.task], retried) if not r] == \
+            [x.text for x, r in zip(ours[o.task], retried) if not r]
+    assert any(x.needs_fallback(guarded[0]) for x in ours["transcribe"])
 
     # the model card's generate() arguments, run as a user runs them (one input per call), empty what the lib's gate
     # empties
@@ -175,7 +177,7 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
     arguments = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
     assert arguments == {"language": "vi", "task": "transcribe", "temperature": (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
                          "no_speech_threshold": 0.6, "logprob_threshold": -1.0, "compression_ratio_threshold": 1.35}
-    silenced = ours["transcribe"].silenced(options[0])
+    silenced = [x.silenced(options[0]) for x in ours["transcribe"]]
     assert silenced[1] and silenced[2]  # room tone and white noise
     for wave in clips[1:3]:
         features = bundle.feature_extractor(wave, sampling_rate=16_000, return_tensors="pt").input_features

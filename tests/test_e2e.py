@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lib import families, tasks
+from lib import decoding, families, tasks
 from lib.families import e2e
 
 TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon.",
@@ -97,15 +97,17 @@ def test_a_batch_mixing_vi_and_en_targets_trains_and_generates_each_language(fol
     assert losses[-1] < 0.5 * losses[0]
     model.eval()
     for task, code in e2e.LANGUAGE_CODES.items():
-        options = tasks.DecodingOptions(task, num_beams=1, max_length=12, batch_size=4)
+        options = decoding.DecodingOptions(task=task, max_length=12, batch_size=4)
         out = model.generate(inputs["input_values"], attention_mask=inputs["attention_mask"],
                              **family.generation_kwargs(bundle, options))
         assert out[:, 0].tolist() == [2] * 4  # </s>, mBART's decoder start
         assert tokenizer.convert_ids_to_tokens(out[:, 1].tolist()) == [code] * 4
-    texts_out = family.decode(bundle, [b["input_values"] for b in batch[:2]],
-                              [tasks.DecodingOptions(task, num_beams=1, max_length=48, batch_size=16)
-                               for task in ("transcribe", "translate")])  # both from one encoder pass
-    assert texts_out["transcribe"][0] == texts["transcribe"] and texts_out["translate"][1] == texts["translate"]
+    waves = [b["input_values"] for b in batch[:2]]
+    found = decoding.decode(family.decoder(bundle), waves, [len(w) / 16_000 for w in waves],
+                            [decoding.DecodingOptions(task=task, max_length=48, batch_size=16)
+                             for task in ("transcribe", "translate")])  # both from one encoder pass
+    assert found["transcribe"][0].text == texts["transcribe"] and found["translate"][1].text == texts["translate"]
+    assert found["transcribe"][0].no_speech_prob is None  # no no-speech probability: never gated
 
 
 def test_one_encoder_pass_per_segment_gives_the_loss_and_gradients_of_separate_examples(folders):
@@ -169,9 +171,9 @@ def test_lora_trains_the_randomly_started_adapter_in_full_and_merges_it(folders)
 def test_english_speech_is_transcribed_with_the_english_code(folders):
     bundle = e2e.load_e2e(*folders)
     family = families.get("e2e")
-    english = tasks.DecodingOptions("transcribe", 1, 8, 4, language="en")
+    english = decoding.DecodingOptions(task="transcribe", max_length=8, batch_size=4, language="en")
     en_xx = bundle.tokenizer.convert_tokens_to_ids("en_XX")
     assert family.generation_kwargs(bundle, english)["forced_bos_token_id"] == en_xx
-    assert family.generation_kwargs(bundle, tasks.DecodingOptions("transcribe", 1, 8, 4))["forced_bos_token_id"] == \
+    assert family.generation_kwargs(bundle, decoding.DecodingOptions(task="transcribe"))["forced_bos_token_id"] == \
         bundle.tokenizer.convert_tokens_to_ids("vi_VN")
     assert family.forced_prefix("transcribe", "en") == family.forced_prefix("translate") == "en_XX"

@@ -1,11 +1,12 @@
 """lib.evaluate without a trained model: targets, the predictions round trip, the non-speech set, clear errors, and
 which scores a model card takes."""
 import os
+from dataclasses import replace
 
 import pandas as pd
 import pytest
 
-from lib import atomic, config, evaluate, model_card, tasks
+from lib import atomic, config, decoding, evaluate, model_card, tasks
 
 
 def params_for(tmp_path):
@@ -52,27 +53,32 @@ def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):
                           "evaluation.num_beams=0"]) == 2
 
 
-class _Echo:
-    """A stand-in model family: 'hears' any input louder than -50 dBFS as a looping phrase, and is sure there is no
-    speech (p 0.9) in what is quieter, where it writes the phrase unsurely (average log-probability -2)."""
+class _Echo(decoding.Decoder):
+    """A stand-in decoder: 'hears' any input louder than -50 dBFS as a looping phrase, and is sure there is no speech
+    (p 0.9) in what is quieter, where it writes the phrase unsurely (average log-probability -2)."""
 
-    def audio_input(self, bundle, wave):
+    window, input_limit, max_tokens = 30.0, 30.0, 448
+
+    def input(self, wave):
         return wave
 
-    def decode_scored(self, bundle, inputs, options):
+    def encode(self, inputs):
+        return inputs
+
+    def rows(self, encoded, rows):
+        return [encoded[i] for i in rows]
+
+    def generate(self, encoded, options, temperature):
         from lib import nonspeech
 
-        loud = [nonspeech.rms_db(x) > -50 for x in inputs]
-        found = tasks.Decoded(["cảm ơn cảm ơn cảm ơn" if x.any() else "" for x in inputs],
-                              [0.1 if is_loud else 0.9 for is_loud in loud],
-                              [-0.2 if is_loud else -2.0 for is_loud in loud])
-        return {o.task: found for o in options}
+        loud = [nonspeech.rms_db(x) > -50 for x in encoded]
+        return [decoding.Output("cảm ơn cảm ơn cảm ơn" if x.any() else "", [], 0.1 if is_loud else 0.9,
+                                -0.2 if is_loud else -2.0) for x, is_loud in zip(encoded, loud)]
 
 
 def test_the_nonspeech_set_counts_any_text_as_made_up_before_and_after_the_gate(corpus):
-    options = [tasks.DecodingOptions(t, 1, 16, 4, no_speech_threshold=0.6, logprob_threshold=-1.0)
-               for t in tasks.TASKS]
-    found = evaluate.nonspeech_set(_Echo(), None, options, corpus)
+    options = [decoding.DecodingOptions(task=t, max_length=16, batch_size=4, temperatures=()) for t in tasks.TASKS]
+    found = evaluate.nonspeech_set(_Echo(), options, corpus)
     assert found["clips"] == len(found["outputs"]) >= 20 and found["kinds"] >= 8
     quiet = [row for row in found["outputs"] if nonspeech_level(row["name"]) <= -50]
     silent = [row for row in found["outputs"] if "digital zero" in row["name"]]
@@ -87,8 +93,8 @@ def test_the_nonspeech_set_counts_any_text_as_made_up_before_and_after_the_gate(
     held_out = [row for row in found["outputs"] if row["held_out_kind"]]
     assert {row["kind"] for row in held_out} == {"chords", "sweep", "speech-shaped noise"}
     assert sum(row["kind"] == "reversed babble" for row in found["outputs"]) == 4
-    ungated = tasks.DecodingOptions("transcribe", 1, 16, 4)  # the gate off: every text stays
-    assert evaluate.nonspeech_set(_Echo(), None, [ungated], corpus)["tasks"]["transcribe"]["with_text_gated"] == \
+    ungated = replace(options[0], no_speech_threshold=1.0)  # the gate off: every text stays
+    assert evaluate.nonspeech_set(_Echo(), [ungated], corpus)["tasks"]["transcribe"]["with_text_gated"] == \
         found["tasks"]["transcribe"]["with_text"]
 
 

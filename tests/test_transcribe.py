@@ -38,7 +38,7 @@ def models(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["whisper", "ct2", "e2e"])
 def test_whole_held_out_recordings_get_every_format_for_both_tasks(models, tmp_path, name):
-    proc = run(HELDOUT / "held01", "--model", models[name], "--out", tmp_path, "--max-length", 24)
+    proc = run(HELDOUT / "held01", "--model", models[name], "--out", tmp_path, "--max-length", 24, "--temperatures")
     assert proc.returncode == 0, proc.stderr[-3000:]
     recordings = sorted((HELDOUT / "held01").glob("*.ogg"))
     for recording in recordings:
@@ -68,7 +68,7 @@ def test_one_task_writes_plain_names_and_folders_are_mirrored(models, tmp_path):
         shutil.copy(next(HELDOUT.glob("held02/*.ogg")), folder / "meeting.ogg")
     out = tmp_path / "out"
     proc = run(first, second, "--model", models["whisper"], "--task", "translate", "--format", "srt,json",
-               "--out", out, "--max-length", 16)
+               "--out", out, "--max-length", 16, "--temperatures")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == [
         "a/meeting.json", "a/meeting.srt", "b/meeting.json", "b/meeting.srt"]
@@ -94,7 +94,7 @@ def test_bad_input_is_named_and_the_other_files_are_still_transcribed(models, tm
     nothing.mkdir()
     out = tmp_path / "out"
     proc = run(good, tmp_path / "missing.wav", corrupt, truncated, empty, silent, notes, nothing,
-               "--model", models["whisper"], "--out", out, "--format", "txt,json", "--max-length", 16)
+               "--model", models["whisper"], "--out", out, "--format", "txt,json", "--max-length", 16, "--temperatures")
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith(str(tmp_path))]
     reasons = {line.split(": ", 1)[0].rsplit("/", 1)[-1]: line.split(": ", 1)[1] for line in errors}
@@ -116,7 +116,8 @@ def test_whisper_base_subtitles_parse_with_cues_inside_the_audio(whisper_base, t
     import pysubs2
 
     recordings = sorted(DEMO.glob("audio/spk01/*.ogg"))[:2]  # recordings of four segments each
-    proc = run(*recordings, "--model", whisper_base, "--out", tmp_path, "--format", "srt,vtt", "--task", "transcribe")
+    proc = run(*recordings, "--model", whisper_base, "--out", tmp_path, "--format", "srt,vtt", "--task", "transcribe",
+               "--temperatures")  # whisper-base, not fine-tuned, is unsure of most of this speech: no fallback here
     assert proc.returncode == 0, proc.stderr[-3000:]
     segments = manifest.read(DEMO / "manifest.tsv").segments
     for recording in recordings:
@@ -134,6 +135,26 @@ def test_whisper_base_subtitles_parse_with_cues_inside_the_audio(whisper_base, t
             assert all(any(c.start <= 500 * (r.start + r.end) <= c.end for c in cues) for r in reference)
 
 
+def test_decoding_settings_come_from_the_saved_model_and_a_wrong_name_is_an_error(models, tmp_path, monkeypatch):
+    from lib import decoding
+
+    folder = tmp_path / "whisper"
+    shutil.copytree(models["whisper"], folder)
+    decoding.save_settings(folder, decoding.DecodingOptions(task="transcribe", num_beams=3, max_length=20,
+                                                            temperatures=()))
+    seen = []
+    monkeypatch.setattr(transcribe, "decode", lambda decoder, wave, options, vad: seen.append(options) or {
+        o.task: [] for o in options})
+    wave = tmp_path / "a.wav"
+    sf.write(wave, np.zeros(16_000, np.float32), 16_000)
+    transcribe.transcribe([wave], folder, out=tmp_path / "out", progress=False, batch_size=2)
+    assert [(o.num_beams, o.max_length, o.batch_size, o.temperatures) for o in seen[0]] == [(3, 20, 2, ())] * 2
+    with pytest.raises(decoding.DecodingError, match=r"beam_size \(did you mean num_beams\?\)"):
+        transcribe.transcribe([wave], folder, out=tmp_path / "out", progress=False, beam_size=5)
+    proc = run(wave, "--model", folder, "--no-speech-threshold", "3")
+    assert proc.returncode == 2 and "no_speech_threshold: a probability in [0, 1], got 3.0" in proc.stderr
+
+
 def test_finding_audio_names_outputs_by_their_relative_folders(tmp_path):
     for rel in ("x/a.wav", "x/deep/b.flac", "y/a.wav"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +165,7 @@ def test_finding_audio_names_outputs_by_their_relative_folders(tmp_path):
 
 
 def test_subtitle_times_follow_openai_whisper():
-    from lib.tasks import Piece
+    from lib.longform import Piece
 
     pieces = [Piece(0.0, 2.5, " Xin chào "), Piece(3661.25, 3662.0, "bye")]
     assert transcribe.as_srt(pieces) == ("1\n00:00:00,000 --> 00:00:02,500\nXin chào\n\n"

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from conftest import demo_slice
-from lib import audio, config, families, manifest, packing, split, tasks
+from lib import audio, config, decoding, families, manifest, packing, split, tasks
 from lib.families import whisper
 
 
@@ -63,23 +63,25 @@ def test_dev_default_goes_through_the_same_loader(monkeypatch):
 def test_generation_forces_language_and_task_and_stays_short_form(tiny):
     family = families.get("whisper")
     mel = np.zeros((120, 80), np.float16)
-    options = tasks.DecodingOptions("translate", num_beams=1, max_length=12, batch_size=16)
+    options = decoding.DecodingOptions(task="translate", max_length=12, batch_size=16)
     kwargs = family.generation_kwargs(tiny, options)
     assert kwargs["language"] == "vi" and kwargs["task"] == "translate" and kwargs["max_length"] == 12
     [no_timestamps] = kwargs["logits_processor"]  # every timestamp token forbidden, one slice a step
     first = tiny.tokenizer.convert_tokens_to_ids("<|0.00|>")
     scores = no_timestamps(None, torch.zeros(1, len(tiny.tokenizer)))
     assert torch.isinf(scores[0, first:]).all() and not torch.isinf(scores[0, :first]).any()
-    texts = family.decode(tiny, [mel, mel], [options, tasks.DecodingOptions("transcribe", 1, 12, 16)])
-    assert {task: len(t) for task, t in texts.items()} == {"translate": 2, "transcribe": 2}
-    assert texts["translate"] == family.decode(tiny, [mel, mel], [options])["translate"]  # one encoder pass for both
+    decoder = family.decoder(tiny)
+    both = decoding.decode(decoder, [mel, mel], [1.2, 1.2], [options, replace(options, task="transcribe")])
+    assert {task: len(found) for task, found in both.items()} == {"translate": 2, "transcribe": 2}
+    alone = decoding.decode(decoder, [mel, mel], [1.2, 1.2], [options])["translate"]
+    assert [o.text for o in both["translate"]] == [o.text for o in alone]  # one encoder pass for both
 
 
 def test_english_speech_is_transcribed_with_the_english_token(tiny, monkeypatch):
     from lib.whisper_tokens import forced
 
     family = families.get("whisper")
-    english = tasks.DecodingOptions("transcribe", 1, 12, 16, language="en")
+    english = decoding.DecodingOptions(task="transcribe", max_length=12, batch_size=16, language="en")
     assert family.generation_kwargs(tiny, english)["language"] == "en"
     assert family.forced_prefix("transcribe", "en") == "<|en|><|transcribe|><|notimestamps|>"
     prompt, _ = forced(tiny.tokenizer, tiny.model.generation_config, "transcribe", "en")
@@ -87,7 +89,7 @@ def test_english_speech_is_transcribed_with_the_english_token(tiny, monkeypatch)
     seen = []
     generate = tiny.model.generate
     monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: seen.append(k["language"]) or generate(*a, **k))
-    family.decode(tiny, [np.zeros((120, 80), np.float16)], [english])
+    decoding.decode(family.decoder(tiny), [np.zeros((120, 80), np.float16)], [1.2], [english])
     assert seen and set(seen) == {"en"}
 
 
@@ -340,13 +342,12 @@ def test_the_recorded_log_probabilities_are_those_of_the_returned_scores(tiny):
     and with the first <|endoftext|>), without generate() returning them."""
     family = families.get("whisper")
     rng = np.random.default_rng(0)
-    batch = family.batch_on(tiny, [rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)],
-                            torch.device("cpu"))
-    kwargs = family.generation_kwargs(tiny, tasks.DecodingOptions("transcribe", 1, 20, 4))
+    encoded, _ = family.decoder(tiny).encode([rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)])
+    kwargs = family.generation_kwargs(tiny, decoding.DecodingOptions(task="transcribe", max_length=20))
     recorded = whisper.TokenLogProbs()
     kwargs["logits_processor"].append(recorded)
     with torch.inference_mode():
-        out = tiny.model.generate(**batch, **kwargs, return_dict_in_generate=True, output_scores=True)
+        out = tiny.model.generate(**encoded, **kwargs, return_dict_in_generate=True, output_scores=True)
     eos = tiny.tokenizer.eos_token_id
     steps = torch.stack(out.scores, dim=1).float().log_softmax(-1)
     tokens = out.sequences[:, -steps.shape[1]:]

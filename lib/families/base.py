@@ -13,8 +13,6 @@ A family module imports torch, transformers and peft inside the functions that u
 from __future__ import annotations
 
 import abc
-import contextlib
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from lib import audio, augment, features, manifest, nonspeech, tasks
+from lib import audio, augment, decoding, features, manifest, nonspeech, tasks
 from lib.schema import NOTEBOOK_DIR, SPLITS, RunPaths, TrainingParams, resolve
 
-# Label tokens a second a one-pass or timestamped decode of a stretch is given room for: the demo's dense recordings
-# need 10 (text up to 10 tokens a second, timestamps and the prompt); at 8 their last sentence was cut off.
-LONG_FORM_TOKENS = 12
 BABBLE_SEGMENTS = 24  # train segments whose speech the non-speech clips' crowd babble mixes
 WAVEFORM = "waveform"  # the training cache's column where training augments waveforms the model does not read
 
@@ -54,7 +49,7 @@ class Export:
     """A trained model converted for deployment (see `Family.export_models`): what decodes it, and what the parity
     report says of it (its format, size, ...)."""
 
-    bundle: Bundle
+    decoder: decoding.Decoder
     facts: dict = field(default_factory=dict)
 
 
@@ -70,7 +65,6 @@ class Family(abc.ABC):
     input_column: str  # the model input its feature cache holds
     sampling: str = "random"  # the Trainer's train_sampling_strategy ("group_by_length" for variable-length input)
     usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
-    long_form_decoding = "each recording in one pass"  # what `decode_long` does, as the metrics file records it
     new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
     export_format: str | None = None  # what `export_models` converts to, naming 05's parity file (None: no exports)
     model_type: str | None = None  # the `model_type` of its saved models' config.json (how lib.transcribe finds it)
@@ -325,7 +319,7 @@ class Family(abc.ABC):
     def share(self, encoded: dict, index) -> dict:
         """Forward keyword arguments for label rows drawn from encoded inputs by `index`: by default the encoder
         output and any attention mask are repeated for each row (see `cross_attention_projections` for more)."""
-        return select_rows(encoded, index)
+        return decoding.select_rows(encoded, index)
 
     def cross_attention_projections(self, model) -> list:
         """The decoder's cross-attention key and value projections, when the family's `share` passes the encoder
@@ -339,10 +333,10 @@ class Family(abc.ABC):
         """What decoding forces for the task on speech in `language`, as the metrics file records it."""
 
     @abc.abstractmethod
-    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+    def generation_kwargs(self, bundle: Bundle, options: decoding.DecodingOptions) -> dict:
         """`generate()` keyword arguments for the options: the task forced, the beam width and length."""
 
-    def usage_for(self, options: tasks.DecodingOptions) -> str:
+    def usage_for(self, options: decoding.DecodingOptions) -> str:
         """`usage` with the decoding settings of `options` (as its model card shows it); by default as it is."""
         return self.usage
 
@@ -354,120 +348,26 @@ class Family(abc.ABC):
     def max_label_tokens(self, bundle: Bundle) -> int:
         """The most label tokens the decoder takes."""
 
-    def decode(self, bundle: Bundle, inputs: list[np.ndarray],
-               options: list[tasks.DecodingOptions]) -> dict[str, list[str]]:
-        """Task -> the texts a deployed model gives for cached inputs: `decode_scored`'s, emptied where the options'
-        no-speech rule says."""
-        scored = self.decode_scored(bundle, inputs, options)
-        return {o.task: scored[o.task].gated(o) for o in options}
-
-    def decode_scored(self, bundle: Bundle, inputs: list[np.ndarray],
-                      options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
-        """Generate for cached inputs, each task of `options` from the same encoder pass, in batches of the first
-        options' batch size; task -> the outputs as written, with what the family knows of them (by default the texts
-        alone: such a family is never gated)."""
-        import torch
-
-        model = bundle.model
-        device = next(model.parameters()).device
-        size = options[0].batch_size
-        found = {o.task: tasks.Decoded([]) for o in options}
-        model.eval()
-        for first in range(0, len(inputs), size):
-            chunk = inputs[first:first + size]
-            batch = self.batch_on(bundle, chunk, device)
-            with torch.inference_mode():
-                encoded = self.encode(bundle, batch)
-                for o in options:
-                    def again(rows: list[int], temperature: float, o=o, encoded=encoded) -> tasks.Decoded:
-                        chosen = select_rows(encoded, torch.tensor(rows, device=device))
-                        kwargs = self.generation_kwargs(bundle, o) | sampling_arguments(temperature)
-                        with seeded(device, temperature):
-                            ids = model.generate(**chosen, **kwargs)
-                        texts = bundle.tokenizer.batch_decode(ids, skip_special_tokens=True)
-                        return tasks.Decoded([t.strip() for t in texts])
-
-                    found[o.task].extend(tasks.with_fallback(again(list(range(len(chunk))), 0.0), again, o))
-        return found
-
-    def batch_on(self, bundle: Bundle, inputs: list[np.ndarray], device) -> dict:
-        """`model_inputs` on `device`, floating-point ones in the model's dtype."""
-        batch = self.model_inputs(bundle, inputs)
-        dtype = bundle.model.dtype
-        return {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in batch.items()}
-
-    def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
-        """How long a recording `decode_long` takes may be, `wanted` at most: by default what the decoder's positions
-        hold at LONG_FORM_TOKENS a second (mBART-50's 1,024: 85 s)."""
-        return min(wanted, self.max_label_tokens(bundle) / LONG_FORM_TOKENS)
-
-    def span_seconds(self, bundle: Bundle) -> float:
-        """The longest stretch of audio one decode takes well (lib.longform cuts VAD spans to it): by default 30 s,
-        or less where `long_form_seconds` says."""
-        return self.long_form_seconds(bundle, 30.0)
-
-    def room_for(self, bundle: Bundle, options: list[tasks.DecodingOptions],
-                 seconds: float) -> list[tasks.DecodingOptions]:
-        """The options with the length limit grown for `seconds` of speech (LONG_FORM_TOKENS a second), up to the
-        decoder's positions."""
-        limit = self.max_label_tokens(bundle)
-        return [dataclasses.replace(o, max_length=min(limit, max(o.max_length, int(LONG_FORM_TOKENS * seconds))))
-                for o in options]
-
-    def decodes_long(self, bundle: Bundle) -> bool:
-        """Whether `decode_long` can decode this bundle (an export's runtime may have no long-form decoding)."""
-        return True
-
-    def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
-        """Decode whole recordings (long-form, the VAD off; see `long_form_seconds`): task -> each recording's
-        `tasks.Piece`s. By default each recording in one pass, one piece, the length limit grown with the longest
-        recording (LONG_FORM_TOKENS a second) up to the decoder's positions."""
-        grown = self.room_for(bundle, options, max(len(w) for w in waves) / audio.SAMPLE_RATE)
-        texts = self.decode(bundle, [self.audio_input(bundle, w) for w in waves],
-                            [dataclasses.replace(o, batch_size=1) for o in grown])
-        return {task: [[tasks.Piece(0.0, round(len(w) / audio.SAMPLE_RATE, 2), t)] for w, t in zip(waves, found)]
-                for task, found in texts.items()}
+    def decoder(self, bundle: Bundle) -> decoding.Decoder:
+        """What decodes the model (lib.decoding's driver runs it): by default `generate()` of a transformers
+        encoder-decoder through this family's `model_inputs`, `encode` and `generation_kwargs`."""
+        return decoding.Seq2SeqDecoder(self, bundle)
 
     # --- deployment --------------------------------------------------------------------------------------------------
 
-    def load_export(self, folder: Path, device: str) -> Bundle:
-        """An export `export_models` wrote, loaded by its runtime on `device` for `decode` (lib.transcribe)."""
+    def load_export(self, folder: Path, device: str) -> decoding.Decoder:
+        """An export `export_models` wrote, loaded by its runtime on `device` (lib.transcribe)."""
         raise NotImplementedError(f"{self.name}: the family has no exports")
 
     def export_models(self, hp, model_dir: Path, device: str) -> tuple[dict, list[Export]]:
         """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on
-        `device` for `decode`; with facts about the conversion for the parity report. Default: no exports."""
+        `device`; with facts about the conversion for the parity report. Default: no exports."""
         return {}, []
 
 
 def babble_speech(segments: list[manifest.Segment]) -> list[np.ndarray]:
     """The crowd's voices of generated babble: the audio of the first BABBLE_SEGMENTS train segments."""
     return [audio.load(s.audio, s.start, s.end) for s in segments[:BABBLE_SEGMENTS]]
-
-
-def sampling_arguments(temperature: float) -> dict:
-    """`generate()` arguments that sample at `temperature` (a fallback), or none at 0."""
-    return {"do_sample": True, "temperature": temperature, "num_beams": 1} if temperature else {}
-
-
-@contextlib.contextmanager
-def seeded(device, temperature: float):
-    """Sampling at `temperature` (a fallback) from a seed of its own, so that a decode gives the same outputs
-    whatever ran before it, and the caller's random state is left as it was."""
-    import torch
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(round(temperature * 1000))
-        yield
-
-
-def select_rows(encoded: dict, index) -> dict:
-    """`generate()` keyword arguments of `encode` for the rows `index` gives (repeated, when it repeats them)."""
-    from transformers.modeling_outputs import BaseModelOutput
-    from transformers.utils import ModelOutput
-
-    return {key: BaseModelOutput(last_hidden_state=value[0].index_select(0, index))
-            if isinstance(value, ModelOutput) else value.index_select(0, index) for key, value in encoded.items()}
 
 
 def share_encoder(family: Family, bundle: Bundle) -> list:

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from lib import atomic, features, tasks
+from lib import atomic, decoding, features, tasks
 from lib.families.base import Bundle, Family, local_or_hub, unwrap
 from lib.schema import TrainingParams, resolve
 
@@ -129,7 +129,7 @@ print(tokenizer.batch_decode(ids, skip_special_tokens=True))
     def forced_prefix(self, task: str, language: str = tasks.SOURCE_LANGUAGE) -> str:
         return SPEECH_CODES[language] if task == "transcribe" else LANGUAGE_CODES[task]
 
-    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+    def generation_kwargs(self, bundle: Bundle, options: decoding.DecodingOptions) -> dict:
         """Start with </s> and force the target text's language code as the first generated token."""
         code = self.forced_prefix(options.task, options.language)
         return {"forced_bos_token_id": bundle.tokenizer.convert_tokens_to_ids(code),

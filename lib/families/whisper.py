@@ -10,7 +10,8 @@ Inputs are log-mel features of the audio itself, cached without the 30 s padding
 few GB); the collator pads them as the feature extractor pads audio with silence. With `pack_seconds`, training reads
 each speaker's segments packed into windows of up to that length (lib.packing), a `timestamp_share` of the labels
 carrying each segment's times, as Whisper was pretrained. A trained model is exported to CTranslate2 (faster-whisper)
-for 05's parity check in each quantization of `ct2_parity`, and decoded there by ctranslate2 through `decode`.
+for 05's parity check in each quantization of `ct2_parity`. Two decoders (lib.decoding) run a Whisper: transformers'
+(`WhisperDecoder`) and ctranslate2's for an export (`Ct2WhisperDecoder`).
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from lib import atomic, audio, augment, features, nonspeech, packing, tasks
-from lib.families.base import Bundle, Export, Family, local_or_hub, sampling_arguments, seeded, select_rows, unwrap
+from lib import atomic, audio, augment, decoding, features, nonspeech, packing, tasks
+from lib.families.base import Bundle, Export, Family, local_or_hub, unwrap
 from lib.schema import MayBeEmpty, RunPaths, TrainingParams, resolve
 from lib.whisper_tokens import (MAX_LABEL_TOKENS, SOURCE_LANGUAGE, TIME_STEP, WHISPER_LANGUAGES, WHISPER_SPECIALS,
                                 forced, no_speech_token_id, prompt, timed_pieces, whisper_generation_config,
@@ -54,15 +55,6 @@ class WhisperParams(TrainingParams):
         return problems
 
 
-@dataclass
-class Ct2Whisper:
-    """A CTranslate2 Whisper (ctranslate2.models.Whisper) with the generation settings of the model it was exported
-    from: what `Whisper.decode` decodes through ctranslate2."""
-
-    model: object
-    generation_config: object
-
-
 def training_stream(seg) -> tuple:
     """Which segments may share a training window: a speaker's, those with a translation apart from those without
     (a window teaches translation only if all its segments have one)."""
@@ -76,7 +68,6 @@ class Whisper(Family):
     notebook = "03_train_whisper"
     params_class = WhisperParams
     input_column = "input_features"
-    long_form_decoding = "sequential 30 s windows, each starting at the last timestamp (transformers' long-form)"
     export_format = "ct2"
     model_type = "whisper"
     usage = """
@@ -282,12 +273,12 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
     def forced_prefix(self, task: str, language: str = SOURCE_LANGUAGE) -> str:
         return "".join(prompt(task, language)[1:])
 
-    def generate_arguments(self, options: tasks.DecodingOptions) -> dict:
+    def generate_arguments(self, options: decoding.DecodingOptions) -> dict:
         """Plain transformers `generate()` arguments that decode as `options` do: the language and task, the gate and
         the temperature fallback (what the model card states)."""
         return {"language": options.language, "task": options.task, **gate_arguments(options, TOKEN_COMPRESSION)}
 
-    def usage_for(self, options: tasks.DecodingOptions) -> str:
+    def usage_for(self, options: decoding.DecodingOptions) -> str:
         arguments = "\n".join(f"    {key}={value!r}," for key, value in self.generate_arguments(options).items())
         return self.usage.replace("{arguments}", arguments)
 
@@ -302,7 +293,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         for key in GATE_KEYS:
             setattr(generation, key, None)
 
-    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+    def generation_kwargs(self, bundle: Bundle, options: decoding.DecodingOptions) -> dict:
         """Force the options' language and task, keep the KV cache, suppress the model's suppress list and, unless
         timestamps are asked for, every timestamp token (`whisper_tokens.forced`; with `NoTimestamps`, one slice a
         step); with timestamps, one pass over the input (transformers' seek loop would decode the padding after the
@@ -317,135 +308,8 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
     def max_label_tokens(self, bundle: Bundle) -> int:
         return MAX_LABEL_TOKENS
 
-    def decode_scored(self, bundle: Bundle, inputs: list[np.ndarray],
-                      options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
-        """Each batch encoded once; the no-speech probability read at `<|startoftranscript|>` from it, then each task
-        generated with the same forced prompt, suppress list, beam width and length, with the average log-probability
-        of what it wrote: by transformers, or through ctranslate2 for a CTranslate2 export (`Ct2Whisper`)."""
-        if isinstance(bundle.model, Ct2Whisper):
-            return self._decode_ct2(bundle, inputs, options)
-        import torch
-
-        model = bundle.model
-        device, size = next(model.parameters()).device, options[0].batch_size
-        generation = model.generation_config
-        found = {o.task: tasks.Decoded([]) for o in options}
-        model.eval()
-        for first in range(0, len(inputs), size):
-            batch = self.batch_on(bundle, inputs[first:first + size], device)
-            with torch.inference_mode():
-                encoded = self.encode(bundle, batch)
-                start = torch.full((len(batch["input_features"]), 1), generation.decoder_start_token_id, device=device)
-                logits = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start).logits[:, 0]
-                no_speech = logits.float().softmax(-1)[:, no_speech_token_id(generation)].tolist()
-                for o in options:
-                    def again(rows: list[int], temperature: float, o=o, encoded=encoded) -> tasks.Decoded:
-                        chosen = select_rows(encoded, torch.tensor(rows, device=device))
-                        kwargs = self.generation_kwargs(bundle, o) | sampling_arguments(temperature)
-                        beams = kwargs["num_beams"] > 1 and not temperature  # scored by the beam search itself
-                        recorded = TokenLogProbs()
-                        kwargs["logits_processor"] = [*kwargs.get("logits_processor", []), *([] if beams else
-                                                                                              [recorded])]
-                        with seeded(device, temperature):
-                            out = model.generate(**chosen, **kwargs, return_dict_in_generate=True,
-                                                 output_scores=beams)
-                        eos = bundle.tokenizer.eos_token_id
-                        return self._decoded(bundle, out.sequences.tolist(), o.timestamps, None,
-                                             out.sequences_scores.float().tolist() if beams else
-                                             recorded.average(out.sequences, eos))
-
-                    decoded = again(list(range(len(no_speech))), 0.0)
-                    decoded.no_speech_prob = no_speech
-                    found[o.task].extend(tasks.with_fallback(decoded, again, o))
-        return found
-
-    def _decode_ct2(self, bundle: Bundle, inputs: list[np.ndarray],
-                    options: list[tasks.DecodingOptions]) -> dict[str, tasks.Decoded]:
-        """`decode_scored` through ctranslate2, which gives the no-speech probability and the score when asked."""
-        import ctranslate2
-
-        model, tokenizer = bundle.model.model, bundle.tokenizer
-        window, size = bundle.feature_extractor.nb_max_frames, options[0].batch_size
-        found = {o.task: tasks.Decoded([]) for o in options}
-        ctranslate2.set_random_seed(0)
-        for first in range(0, len(inputs), size):
-            chunk = inputs[first:first + size]
-            encoded = model.encode(ctranslate2.StorageView.from_array(pad_log_mel(chunk, window)))
-            for o in options:
-                ids, suppress = forced(tokenizer, bundle.model.generation_config, o.task, o.language, o.timestamps)
-
-                def again(rows: list[int], temperature: float, o=o, ids=ids, suppress=suppress,
-                          encoded=encoded) -> tasks.Decoded:
-                    # max_length counts the prompt, in ctranslate2 as in transformers
-                    features = encoded if temperature == 0 else storage_rows(encoded, rows)
-                    sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature else {}
-                    results = model.generate(features, [ids] * len(rows), beam_size=1 if temperature else o.num_beams,
-                                             max_length=o.max_length, suppress_tokens=suppress, return_scores=True,
-                                             return_no_speech_prob=True, **sampling)
-                    written = [r.sequences_ids[0] for r in results]
-                    # its score is the mean log-probability of the tokens it returns; Whisper's average counts the
-                    # <|endoftext|> it leaves out as one more token (as faster-whisper computes it)
-                    return self._decoded(bundle, written, o.timestamps, [r.no_speech_prob for r in results],
-                                         [r.scores[0] * len(w) / (len(w) + 1) for r, w in zip(results, written)])
-
-                found[o.task].extend(tasks.with_fallback(again(list(range(len(chunk))), 0.0), again, o))
-        return found
-
-    @staticmethod
-    def _decoded(bundle: Bundle, written: list[list[int]], timestamps: bool, no_speech_prob: list[float] | None,
-                 avg_logprob: list[float]) -> tasks.Decoded:
-        """The outputs' token ids as texts; with timestamps, also as timed stretches (`whisper_tokens.timed_pieces`),
-        the text their texts joined."""
-        def decode(ids: list[int]) -> str:
-            return bundle.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-        if not timestamps:
-            return tasks.Decoded([decode(ids) for ids in written], no_speech_prob, avg_logprob)
-        timed = [timed_pieces(ids, bundle.model.generation_config, decode) for ids in written]
-        return tasks.Decoded([" ".join(text for *_, text in pieces) for pieces in timed], no_speech_prob, avg_logprob,
-                             timed=timed)
-
-    def long_form_seconds(self, bundle: Bundle, wanted: float) -> float:
-        return wanted  # the sequential decoding steps through recordings of any length
-
-    def span_seconds(self, bundle: Bundle) -> float:
-        return float(bundle.feature_extractor.chunk_length)  # the model's window
-
-    def decodes_long(self, bundle: Bundle) -> bool:
-        return not isinstance(bundle.model, Ct2Whisper)  # ctranslate2 has no seek loop of its own
-
-    def decode_long(self, bundle: Bundle, waves: list[np.ndarray], options: list[tasks.DecodingOptions]) -> dict:
-        """Whisper's own long-form decoding (transformers' sequential, timestamp-driven decoding): each 30 s window
-        is decoded with timestamps, and the next window starts at the last timestamp the model gave; the no-speech
-        gate and the temperature fallback as the options set them (transformers measures the compression ratio over
-        token ids, where TOKEN_COMPRESSION of Whisper's text threshold is its documented equivalent). Recordings in
-        batches of the first options' batch size; each timestamped segment is one piece."""
-        import torch
-
-        model, extractor = bundle.model, bundle.feature_extractor
-        device = next(model.parameters()).device
-        size = options[0].batch_size
-        pieces: dict[str, list] = {o.task: [] for o in options}
-        model.eval()
-        for first in range(0, len(waves), size):
-            chunk = waves[first:first + size]
-            short = max(len(w) for w in chunk) <= extractor.n_samples  # one window: transformers wants it padded
-            batch = extractor(chunk, sampling_rate=extractor.sampling_rate, return_tensors="pt",
-                              return_attention_mask=True,
-                              **({} if short else {"truncation": False, "padding": "longest"}))
-            with torch.inference_mode():
-                for o in options:
-                    out = model.generate(input_features=batch.input_features.to(device, model.dtype),
-                                         attention_mask=batch.attention_mask.to(device), language=o.language,
-                                         task=o.task, num_beams=o.num_beams, return_timestamps=True,
-                                         return_segments=True, condition_on_prev_tokens=False,
-                                         **gate_arguments(o, TOKEN_COMPRESSION))
-                    for segments in out["segments"]:
-                        texts = [(s, bundle.tokenizer.decode(s["tokens"], skip_special_tokens=True).strip())
-                                 for s in segments]
-                        pieces[o.task].append([tasks.Piece(round(float(s["start"]), 2), round(float(s["end"]), 2), t)
-                                               for s, t in texts if t])
-        return pieces
+    def decoder(self, bundle: Bundle) -> decoding.Decoder:
+        return WhisperDecoder(self, bundle)
 
     # --- deployment --------------------------------------------------------------------------------------------------
 
@@ -461,14 +325,15 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         exports = []
         for quantization in hp.ct2_parity:
             out = ct2.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization)
-            bundle = self.load_export(out, device)
-            exports.append(Export(bundle, {"quantization": quantization,
-                                           "compute_type": bundle.model.model.compute_type,
-                                           "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)}))
+            decoder = self.load_export(out, device)
+            exports.append(Export(decoder, {"quantization": quantization,
+                                            "compute_type": decoder.model.compute_type,
+                                            "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)}))
         return {"ctranslate2": ctranslate2.__version__}, exports
 
-    def load_export(self, folder: Path, device: str) -> Bundle:
-        """A CTranslate2 export (lib.ct2.export, which saves the processor and generation settings beside it)."""
+    def load_export(self, folder: Path, device: str) -> decoding.Decoder:
+        """A CTranslate2 export (lib.ct2.export, which saves the processor and generation settings beside it),
+        decoded by ctranslate2."""
         import ctranslate2
         from transformers import GenerationConfig, WhisperProcessor
 
@@ -477,9 +342,8 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             raise ValueError(f"{folder}: a CTranslate2 export without generation_config.json and the processor "
                              "files; export it again with `python -m lib.ct2 export`")
         processor = WhisperProcessor.from_pretrained(folder)
-        model = ctranslate2.models.Whisper(str(folder), device=device)
-        return Bundle(Ct2Whisper(model, GenerationConfig.from_pretrained(folder)), processor.tokenizer,
-                      processor.feature_extractor)
+        return Ct2WhisperDecoder(ctranslate2.models.Whisper(str(folder), device=device), processor,
+                                 GenerationConfig.from_pretrained(folder))
 
 
 FAMILY = Whisper()
@@ -517,14 +381,123 @@ def storage_rows(encoded, rows: list[int]):
     return ctranslate2.StorageView.from_array(torch.as_tensor(encoded, device="cuda")[rows].contiguous())
 
 
-def gate_arguments(options: tasks.DecodingOptions, compression_scale: float = 1.0) -> dict:
+def gate_arguments(options: decoding.DecodingOptions, compression_scale: float = 1.0) -> dict:
     """The `generate()` arguments with which transformers' Whisper applies the options' no-speech gate and
     temperature fallback itself (it reads the schedule only from these arguments, and the log-probabilities only
-    when `logprob_threshold` is given); `compression_scale` turns Whisper's text compression ratio into the one
-    transformers measures."""
+    when `logprob_threshold` is given): what the model card states; `compression_scale` turns Whisper's text
+    compression ratio into the one transformers measures."""
     return {"temperature": (0.0, *options.temperatures), "no_speech_threshold": options.no_speech_threshold,
             "logprob_threshold": options.logprob_threshold,
             "compression_ratio_threshold": round(options.compression_ratio_threshold * compression_scale, 3)}
+
+
+class WhisperDecoder(decoding.Decoder):
+    """transformers' Whisper: the inputs log-mels padded to the model's window (its input limit); a batch encoded
+    once, the no-speech probability read from it at `<|startoftranscript|>`; each task generated with the forced
+    prompt, the suppress lists and the beam width and length of its options, each output's average log-probability
+    kept as its tokens are chosen (`TokenLogProbs`), with timestamps where asked for."""
+
+    max_tokens = MAX_LABEL_TOKENS
+
+    def __init__(self, family: "Whisper", bundle: Bundle):
+        import torch
+
+        self.family, self.bundle, self.model = family, bundle, bundle.model
+        self.extractor = bundle.feature_extractor
+        self.window = self.input_limit = float(self.extractor.chunk_length)
+        self.device = next(self.model.parameters()).device
+        self._torch = torch
+
+    def input(self, wave: np.ndarray) -> np.ndarray:
+        return log_mel(wave, self.extractor)
+
+    def encode(self, inputs: list[np.ndarray]) -> tuple[dict, list[float]]:
+        torch, model = self._torch, self.model
+        generation = model.generation_config
+        features = torch.from_numpy(pad_log_mel(inputs, self.extractor.nb_max_frames))
+        model.eval()
+        with torch.inference_mode():
+            encoded = self.family.encode(self.bundle, {"input_features": features.to(self.device, model.dtype)})
+            start = torch.full((len(inputs), 1), generation.decoder_start_token_id, device=self.device)
+            logits = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start).logits[:, 0]
+        return encoded, logits.float().softmax(-1)[:, no_speech_token_id(generation)].tolist()
+
+    def rows(self, encoded: tuple[dict, list[float]], rows: list[int]) -> tuple[dict, list[float]]:
+        kwargs, no_speech = encoded
+        return decoding.select_rows(kwargs, self._torch.tensor(rows, device=self.device)), [no_speech[i] for i in rows]
+
+    def generate(self, encoded: tuple[dict, list[float]], options: decoding.DecodingOptions,
+                 temperature: float) -> list[decoding.Output]:
+        kwargs, no_speech = encoded
+        arguments = self.family.generation_kwargs(self.bundle, options) | decoding.sampling_arguments(temperature)
+        beams = arguments["num_beams"] > 1  # scored by the beam search itself
+        recorded = TokenLogProbs()
+        arguments["logits_processor"] = [*arguments.get("logits_processor", []), *([] if beams else [recorded])]
+        with self._torch.inference_mode(), decoding.seeded(self.device, temperature):
+            out = self.model.generate(**kwargs, **arguments, return_dict_in_generate=True, output_scores=beams)
+        eos = self.bundle.tokenizer.eos_token_id
+        scores = out.sequences_scores.float().tolist() if beams else recorded.average(out.sequences, eos)
+        return outputs(self.bundle.tokenizer, self.model.generation_config, out.sequences.tolist(),
+                       options.timestamps, no_speech, scores)
+
+
+class Ct2WhisperDecoder(decoding.Decoder):
+    """A CTranslate2 export of a Whisper, decoded by ctranslate2 (faster-whisper's runtime): the same inputs, forced
+    prompt and suppress list as `WhisperDecoder`; ctranslate2 gives the no-speech probability and each output's
+    score when asked."""
+
+    max_tokens = MAX_LABEL_TOKENS
+
+    def __init__(self, model, processor, generation_config):
+        self.model, self.tokenizer, self.extractor = model, processor.tokenizer, processor.feature_extractor
+        self.generation_config = generation_config
+        self.window = self.input_limit = float(self.extractor.chunk_length)
+
+    def input(self, wave: np.ndarray) -> np.ndarray:
+        return log_mel(wave, self.extractor)
+
+    def encode(self, inputs: list[np.ndarray]):
+        import ctranslate2
+
+        return self.model.encode(ctranslate2.StorageView.from_array(pad_log_mel(inputs, self.extractor.nb_max_frames)))
+
+    def rows(self, encoded, rows: list[int]):
+        return storage_rows(encoded, rows)
+
+    def generate(self, encoded, options: decoding.DecodingOptions, temperature: float) -> list[decoding.Output]:
+        import ctranslate2
+
+        prompt, suppress = forced(self.tokenizer, self.generation_config, options.task, options.language,
+                                  options.timestamps)
+        sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature else {}
+        if temperature:
+            ctranslate2.set_random_seed(round(temperature * 1000))
+        # max_length counts the prompt, in ctranslate2 as in transformers
+        results = self.model.generate(encoded, [prompt] * encoded.shape[0],
+                                      beam_size=1 if temperature else options.num_beams,
+                                      max_length=options.max_length, suppress_tokens=suppress, return_scores=True,
+                                      return_no_speech_prob=True, **sampling)
+        written = [r.sequences_ids[0] for r in results]
+        # its score is the mean log-probability of the tokens it returns; Whisper's average counts the <|endoftext|>
+        # it leaves out as one more token (as faster-whisper computes it)
+        return outputs(self.tokenizer, self.generation_config, written, options.timestamps,
+                       [r.no_speech_prob for r in results],
+                       [r.scores[0] * len(w) / (len(w) + 1) for r, w in zip(results, written)])
+
+
+def outputs(tokenizer, generation_config, written: list[list[int]], timestamps: bool, no_speech_prob: list[float],
+            avg_logprob: list[float]) -> list[decoding.Output]:
+    """Outputs of token ids as a Whisper decoder wrote them: the text; with timestamps, the timed stretches
+    (`whisper_tokens.timed_pieces`), the text their texts joined."""
+    def decode(ids: list[int]) -> str:
+        return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    found = []
+    for ids, p, logprob in zip(written, no_speech_prob, avg_logprob):
+        timed = timed_pieces(ids, generation_config, decode) if timestamps else None
+        text = " ".join(said for *_, said in timed) if timestamps else decode(ids)
+        found.append(decoding.Output(text, ids, p, logprob, timed))
+    return found
 
 
 class NoTimestamps:
@@ -570,8 +543,8 @@ class TokenLogProbs:
 
 def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
     """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`. Gate
-    thresholds in its generation_config.json (folders trained by earlier versions saved them) are cleared in memory: the lib applies the gate itself, to the texts as written (`decode_scored`), and passes them as arguments
-    where transformers applies it (`decode_long`)."""
+    thresholds in its generation_config.json (folders trained by earlier versions saved them) are cleared in memory:
+    the lib applies the gate itself (lib.decoding)."""
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(str(name))

@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from lib import tasks
+from lib import decoding, tasks
 from lib.families import Bundle, Family
 from lib.families.base import local_or_hub, unwrap
 from lib.schema import TrainingParams, resolve
@@ -123,7 +123,7 @@ print(processor.batch_decode(ids, skip_special_tokens=True))
     def forced_prefix(self, task: str, language: str = tasks.SOURCE_LANGUAGE) -> str:
         return TASK_TOKENS[task]  # a transcript in whichever language is spoken
 
-    def generation_kwargs(self, bundle: Bundle, options: tasks.DecodingOptions) -> dict:
+    def generation_kwargs(self, bundle: Bundle, options: decoding.DecodingOptions) -> dict:
         return {"forced_bos_token_id": bundle.tokenizer.convert_tokens_to_ids(TASK_TOKENS[options.task]),
                 "decoder_start_token_id": unwrap(bundle.model).config.decoder_start_token_id, "use_cache": True,
                 "max_length": options.max_length, "num_beams": options.num_beams}
