@@ -56,7 +56,8 @@ class DecodingOptions:
     """How to decode one task: beam width, tokens generated at most (prompt included), inputs per batch, and
     Whisper's two guards (see the module): the no-speech gate (`no_speech_threshold`, `logprob_threshold`; a
     threshold of 1 turns it off) and the temperature fallback (`temperatures`; none: no fallback; `retry_unsure`
-    also decodes unsure outputs again, not only loops). Keyword-only and checked as made: a problem is a
+    also decodes unsure outputs again, not only loops; where every attempt fails, `keep_best` keeps the most confident
+    that does not loop, else the last, as openai/whisper does). Keyword-only and checked as made: a problem is a
     DecodingError naming the setting."""
 
     task: str
@@ -68,6 +69,7 @@ class DecodingOptions:
     compression_ratio_threshold: float = 2.4
     temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
     retry_unsure: bool = True
+    keep_best: bool = True
     language: str = SOURCE_LANGUAGE  # of the speech, forced for the transcript (the translation is English)
     timestamps: bool = False  # the times of what is said inside each input, where the decoder gives them
 
@@ -246,8 +248,8 @@ def decode(decoder: Decoder, inputs: list[np.ndarray], seconds: list[float], opt
 def fallback(decoder: Decoder, encoded, options: DecodingOptions) -> list[Output]:
     """The batch generated at temperature 0, and the outputs that need it (`Output.needs_fallback`) generated again
     at each of the options' temperatures in turn until they pass; where every attempt fails, the most confident
-    attempt that does not loop (of all, when every one loops). The no-speech probability stays the first decode's:
-    it is read before any token is written."""
+    attempt that does not loop (of all, when every one loops), or with `keep_best` off the last. The no-speech
+    probability stays the first decode's: it is read before any token is written."""
     outputs = decoder.generate(encoded, options, 0.0)
     pending = [i for i, output in enumerate(outputs) if output.needs_fallback(options)]
     attempts = {i: [outputs[i]] for i in pending}
@@ -260,7 +262,7 @@ def fallback(decoder: Decoder, encoded, options: DecodingOptions) -> list[Output
             attempts[i].append(output)
         pending = [i for i, output in zip(pending, again) if output.needs_fallback(options)]
     for i, tried in attempts.items():
-        if i in pending:
+        if i in pending and options.keep_best:
             plain = [a for a in tried if not a.loops(options)] or tried
             kept = max(plain, key=lambda a: a.avg_logprob if a.avg_logprob is not None else 0.0)
         else:
