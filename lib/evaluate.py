@@ -73,6 +73,11 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     language = retained.language if retained else tasks.SOURCE_LANGUAGE
     options = [decoding.DecodingOptions.for_test(task, hp, language) for task in tasks.TASKS
                if any(rows[tasks.TEXT_COLUMN[task]])]  # a set without translations (plain English) is transcribed
+    over = [i for i, s in zip(rows["id"], rows["duration"]) if decoder.input_limit and s > decoder.input_limit + 0.05]
+    if over:
+        raise decoding.DecodingError(f"{label}: {len(over)} segment(s) longer than the {decoder.input_limit:g} s the "
+                                     f"model reads in one input ({', '.join(over[:5])}): cut them shorter in the "
+                                     "manifest, or score the recordings whole (long-form)")
     started = time.perf_counter()
     decoded = decoding.decode(decoder, [inputs[i][family.input_column] for i in chosen], rows["duration"], options)
     seconds = time.perf_counter() - started
@@ -229,10 +234,13 @@ BABBLE_SEGMENTS = 12  # speech segments of the scored set mixed into the non-spe
 def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOptions], split_file: Path) -> dict:
     """What the model writes, per task, on 05's non-speech set (lib.nonspeech.evaluation_set, its babble made from
     the first segments of `split_file`), where any text at all is made up: per clip the text as written and as the
-    no-speech gate leaves it, and the share of clips with text, all kinds and the kinds training never sees."""
+    no-speech gate leaves it, and the share of clips with text, all kinds and the kinds training never sees. A clip
+    longer than the model reads in one input is scored on its first `input_limit` seconds."""
     clips = nonspeech_clips(split_file)
-    decoded = decoding.decode(decoder, [decoder.input(c.wave) for c in clips],
-                              [len(c.wave) / SAMPLE_RATE for c in clips], options)
+    limit = decoder.input_limit
+    waves = [c.wave[:int(limit * SAMPLE_RATE)] if limit else c.wave for c in clips]
+    decoded = decoding.decode(decoder, [decoder.input(w) for w in waves], [len(w) / SAMPLE_RATE for w in waves],
+                              options)
     held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
     outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
     shares = {}

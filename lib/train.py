@@ -297,12 +297,13 @@ def val_samples(params: config.Params, name: str, per_task: int = 4) -> pd.DataF
     family, hp = families.get(name), params.section(name)
     bundle = family.load_trained(params.paths.model(name) / "final")
     val = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
+    inputs = val.with_format("numpy", columns=[family.input_column])
     rows = []
     for task in tasks.TASKS:
         text = tasks.TEXT_COLUMN[task]
         picked = [i for i in range(len(val)) if val[i][text]][:per_task]
         options = decoding.DecodingOptions.for_validation(task, hp)
-        found = decoding.decode(family.decoder(bundle), [val[i][family.input_column] for i in picked],
+        found = decoding.decode(family.decoder(bundle), [inputs[i][family.input_column] for i in picked],
                                 [val[i]["duration"] for i in picked], [options])[task]
         rows += [{"task": task, "id": val[i]["id"], "reference": val[i][text], "hypothesis": output.gated(options)}
                  for i, output in zip(picked, found)]

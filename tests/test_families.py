@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import demo_slice
-from lib import config, evaluate, families, manifest, pipeline, prepare, split, tasks, train
+from lib import config, decoding, evaluate, families, manifest, pipeline, prepare, split, train
 from lib.families import Family, whisper
 
 FAMILY_DIR = config.PROJECT_ROOT / "lib" / "families"
@@ -127,7 +127,7 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
             assert (saved["language"], saved["task"]) == ("vi", "transcribe"), folder.name
             assert all(saved.get(key) is None for key in whisper.GATE_KEYS), folder.name
         assert "compression_ratio_threshold=1.35" in family.usage_for(
-            tasks.DecodingOptions.for_test("transcribe", params.evaluation))
+            decoding.DecodingOptions.for_test("transcribe", params.evaluation))
 
     metrics = evaluate.evaluate(params, name)
     assert metrics["model_type"] == name and metrics["segments"] == rows["test"]

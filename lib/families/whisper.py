@@ -554,7 +554,7 @@ def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
     return Bundle(model, processor.tokenizer, processor.feature_extractor, processor)
 
 
-def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: int = 6, vocab_size: int = 2000,
+def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: int = 8, vocab_size: int = 2000,
                        d_model: int = 96, layers: int = 2, seed: int = 0) -> Path:
     """Build a tiny Whisper with random weights and a BPE trained on `texts`; save it in `out` and return `out`.
 
