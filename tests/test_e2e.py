@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from lib import decoding, families, tasks
+from lib import decoding, families
 from lib.families import e2e
 
 TEXTS = ["Chiều nay em gửi report cho manager nhé", "I will send the report to the manager this afternoon.",

@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 
 from conftest import demo_slice
-from lib import audio, config, decoding, families, manifest, packing, split, tasks
+from lib import audio, config, decoding, families, manifest, packing, split
 from lib.families import whisper
 
 
