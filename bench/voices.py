@@ -12,11 +12,11 @@ share): no variety, each piece alone (another voice, a room, a band limit, a cod
 - a held-out set of HELDOUT_SEGMENTS segments likewise (`--heldout`: held-out sentences, the 6 voices like the
   corpus' that it does not use).
 
-Both scored by WER and BLEU with intervals and, against no variety on the same segments and seed, a paired
-difference. Training speed is speech-seconds per second on one clock (lib.train's steps), measured in this process
+Both decoded greedily without fallback (what each model writes first, the same rule for every case), scored by WER
+and BLEU with intervals and, against no variety on the same segments and seed, a paired difference. Training speed is speech-seconds per second on one clock (lib.train's steps), measured in this process
 for every case, so the cost of each piece is a ratio to no variety; one pass of all the draws over the training
-inputs is timed apart. Each trained case's scores are kept in outputs/bench/voices/, so an interrupted run continues
-where it stopped.
+inputs is timed apart. Each trained case's scores are kept in outputs/bench/voices/ (with VERSION), so an interrupted
+run continues where it stopped.
 
     python -m bench.voices        # about 2.5 hours on 2 CPU cores; outputs/bench/voices.json
 """
@@ -29,11 +29,12 @@ from bench import augment as augment_bench, common
 from lib import atomic, augment, config, demo_corpus, evaluate, tasks
 
 SUBSET_PER_SPEAKER = augment_bench.SUBSET_PER_SPEAKER
-EPOCHS = augment_bench.EPOCHS
-HELDOUT_SEGMENTS = 96
+EPOCHS = 1.0  # one epoch of the subset (bench.augment trains two: twelve cases of it would take twice as long)
+HELDOUT_SEGMENTS = 64
 VOICESHIFT_SEGMENTS = 96
 SEEDS = (1234, 4321)
 SETS = ("voiceshift", "heldout")
+VERSION = 3  # bump when a case is trained or scored differently: kept cases of another version run again
 SHARE = 0.5  # each piece's share of the training inputs when on
 CASES = {
     "none": {},
@@ -47,9 +48,11 @@ ROOT = common.BENCH_DIR / "voices"
 
 
 def made_set(name: str, segments: int, seed: int, speakers: int, **how) -> str:
-    """A set made once by the demo generator under outputs/bench/voices/<name>/: its manifest."""
+    """A set made once by the demo generator under outputs/bench/voices/<name>/ (again when asked for another size):
+    its manifest."""
     folder = ROOT / name
-    if not (folder / "manifest.tsv").exists():
+    kept = folder / "manifest.tsv"
+    if not kept.exists() or len(kept.read_text(encoding="utf-8").splitlines()) != segments + 1:
         shutil.rmtree(folder, ignore_errors=True)
         demo_corpus.generate(folder, segments, seed=seed, speakers=speakers, **how)
     return str(folder / "manifest.tsv")
@@ -73,18 +76,18 @@ def case_params(case: str, seed: int) -> config.Params:
         "voiceshift_manifest": made_set("voiceshift", VOICESHIFT_SEGMENTS, 2034, 8, voiceshift_from=corpus),
         "whisper": {"pack_seconds": augment_bench.WINDOW, "epochs": EPOCHS, "checkpoint_steps": 10_000, **pieces},
         "evaluation": {"segments": 0, "long_form_seconds": 0, "untrained": [], "retention": [],
-                       "bootstrap_resamples": 1000}}, fresh=False, whisper_base=True)
+                       "bootstrap_resamples": 1000, "fallback_temperatures": []}}, fresh=False, whisper_base=True)
 
 
 def run(case: str, seed: int) -> dict:
     """Train and score one case from one seed (or read what an earlier run of it kept)."""
     params = case_params(case, seed)
     kept = params.paths.root / "case.json"
-    if kept.exists():
-        return json.loads(kept.read_text(encoding="utf-8"))
+    if kept.exists() and (found := json.loads(kept.read_text(encoding="utf-8"))).get("version") == VERSION:
+        return found
     summary, seconds = common.timed_train(params, "whisper")
     speech = common.trained_speech(params) * EPOCHS
-    found = {"case": case, "seed": seed, "settings": augment.settings(params.whisper),
+    found = {"version": VERSION, "case": case, "seed": seed, "settings": augment.settings(params.whisper),
              "steps": summary["global_step"], "examples": summary["examples"]["train"],
              "train_seconds": round(seconds, 1), "speech_seconds_per_second": round(speech / seconds, 2)}
     for split in SETS:

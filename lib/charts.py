@@ -168,8 +168,8 @@ def generalization(params, out: Path) -> plt.Figure:
     """WER and BLEU of each model, fine-tuned and as it started, on each set 05 scored (test split, voice-shift set,
     held-out set)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
-    sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers, new sentences)",
-            "voiceshift": "voice-shift set\n(voices, channels unlike\ntraining's)"}
+    sets = {"test": "test split\n(new speakers)", "heldout": "held-out set\n(new speakers,\nnew sentences)",
+            "voiceshift": "voice-shift set\n(new voices,\nchannels, sentences)"}
     series, colours, scores = [], [], {split: [] for split in params.eval_sets}
     for name in params.family_names:
         for untrained in (False, True):

@@ -19,7 +19,7 @@ tokenizer and the feature extractor. It then proves what it wrote, and writes th
 3. decoding: greedy tokens equal to ctranslate2's own decoding of the source on a few clips.
 
 Export converts a trained Whisper folder with CTranslate2's converter, copies the tokenizer, writes the preprocessor file
-faster-whisper needs, and loads the result back. The Whisper family decodes an export (`Family.decode`), and 05 checks
+faster-whisper needs, and loads the result back. The Whisper family decodes an export (`Ct2WhisperDecoder`), and 05 checks
 each export of `whisper.ct2_parity` against the model it came from (lib.evaluate.export_parity).
 """
 from __future__ import annotations

@@ -12,11 +12,13 @@ temperature. The driver owns everything the paths share, for 05's segments, long
 - `decode_long`: recordings of any length, window by window: with timestamps, Whisper's sequential decoding (each
   window starts where the last complete stretch of the window before ends), else consecutive windows.
 
-The fallback and the gate are openai/whisper's rules (docs/performance.md measured them against the alternatives):
-an output is decoded again by sampling at each temperature in turn while its text compresses too well (a loop) or
-its average log-probability is too low (unsure), unless it is silence (its no-speech probability above
-`no_speech_threshold` and its log-probability below `logprob_threshold`); where every attempt fails, the most
-confident attempt that does not loop is kept (faster-whisper's choice); the gate then empties silence.
+The gate is openai/whisper's rule, and the fallback its loop guard: an output is decoded again by sampling at each
+temperature in turn while its text compresses too well (a loop), unless it is silence (its no-speech probability
+above `no_speech_threshold` and its log-probability below `logprob_threshold`); where every attempt loops, the most
+confident is kept (faster-whisper's choice); the gate then empties silence. openai/whisper also decodes unsure
+outputs again (average log-probability below `logprob_threshold`) and keeps the last attempt: on the demo's held-out
+segments, recordings and non-speech set that took 1.84 times as long for no better score (bench.fallback,
+docs/performance.md), so it is an option (`retry_unsure`, `keep_best`), not the default.
 """
 from __future__ import annotations
 
@@ -55,10 +57,11 @@ class DecodingError(ValueError):
 class DecodingOptions:
     """How to decode one task: beam width, tokens generated at most (prompt included), inputs per batch, and
     Whisper's two guards (see the module): the no-speech gate (`no_speech_threshold`, `logprob_threshold`; a
-    threshold of 1 turns it off) and the temperature fallback (`temperatures`; none: no fallback; `retry_unsure`
-    also decodes unsure outputs again, not only loops; where every attempt fails, `keep_best` keeps the most confident
-    that does not loop, else the last, as openai/whisper does). Keyword-only and checked as made: a problem is a
-    DecodingError naming the setting."""
+    threshold of 1 turns it off) and the temperature fallback (`temperatures`; none: no fallback). By default the
+    fallback decodes loops again and, where every attempt fails, keeps the most confident that does not loop;
+    `retry_unsure` also decodes unsure outputs again and `keep_best=False` keeps the last, which together are
+    openai/whisper's rule (on the demo's held-out set, 1.84 times slower for no gain: docs/performance.md,
+    bench.fallback). Keyword-only and checked as made: a problem is a DecodingError naming the setting."""
 
     task: str
     num_beams: int = 1
@@ -68,7 +71,7 @@ class DecodingOptions:
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
     temperatures: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
-    retry_unsure: bool = True
+    retry_unsure: bool = False
     keep_best: bool = True
     language: str = SOURCE_LANGUAGE  # of the speech, forced for the transcript (the translation is English)
     timestamps: bool = False  # the times of what is said inside each input, where the decoder gives them

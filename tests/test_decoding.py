@@ -71,7 +71,7 @@ def test_the_fallback_samples_loops_and_unsure_outputs_again_and_leaves_silence_
               {0.0: output(LOOP, no_speech=0.9, logprob=-1.5)},  # loops, but silence: the gate empties it
               {0.0: output("an unsure one", logprob=-1.5), 0.2: output("surer at 0.2", logprob=-0.5)}]
     decoder = Scripted()
-    options = DecodingOptions(task="transcribe", temperatures=(0.2, 0.4, 0.6))
+    options = DecodingOptions(task="transcribe", temperatures=(0.2, 0.4, 0.6), retry_unsure=True)  # openai/whisper's
     found = decoding.decode(decoder, inputs, [1.0] * 4, [options])["transcribe"]
     assert [(temperature, rows) for _, temperature, _, rows in decoder.calls] == [(0.0, 4), (0.2, 2), (0.4, 1)]
     assert [o.text for o in found] == ["sampled at 0.4", "a fine sentence", LOOP, "surer at 0.2"]
@@ -79,6 +79,7 @@ def test_the_fallback_samples_loops_and_unsure_outputs_again_and_leaves_silence_
     assert [o.retried for o in found] == [True, False, False, True]
     assert [o.gated(options) for o in found] == ["sampled at 0.4", "a fine sentence", "", "surer at 0.2"]
     loops_only = dataclasses.replace(options, retry_unsure=False)
+    assert loops_only == DecodingOptions(task="transcribe", temperatures=(0.2, 0.4, 0.6))  # the lib's default
     assert decoding.decode(Scripted(), inputs, [1.0] * 4, [loops_only])["transcribe"][3].text == "an unsure one"
     plain = dataclasses.replace(options, temperatures=())
     assert decoding.decode(Scripted(), inputs, [1.0] * 4, [plain])["transcribe"][0].text == LOOP  # no fallback
@@ -89,7 +90,7 @@ def test_where_every_attempt_fails_the_most_confident_that_does_not_loop_stays()
                1.0: output("no loop at 1.0", logprob=-1.8)},
               {0.0: output("ba " * 40, logprob=-0.4), 0.5: output("unsure at 0.5", logprob=-2.5),
                1.0: output("da " * 30, logprob=-0.3)}]
-    options = DecodingOptions(task="transcribe", temperatures=(0.5, 1.0))
+    options = DecodingOptions(task="transcribe", temperatures=(0.5, 1.0), retry_unsure=True)
     found = decoding.decode(Scripted(), inputs, [1.0, 1.0], [options])["transcribe"]
     assert [o.text for o in found] == ["no loop at 1.0", "unsure at 0.5"]
     assert [o.temperature for o in found] == [1.0, 0.5] and all(o.retried for o in found)
