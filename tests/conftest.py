@@ -1,8 +1,14 @@
-"""Shared fixtures: small manifests with real audio (several formats, rates and channel counts)."""
+"""Shared fixtures: small manifests with real audio (several formats, rates and channel counts); under
+pytest-xdist, each worker's share of the cores and the slowest tests first."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:  # set before torch loads: this worker and the processes it starts use its share of the cores alone
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // WORKERS))
 
 import numpy as np
 import pytest
@@ -55,6 +61,12 @@ def write_corpus(folder: Path, speakers: list[str], seed: int = 0, with_speaker:
     path = folder / name
     path.write_text("\n".join("\t".join(r) for r in [header] + rows) + "\n", encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """The slow tests first, the whole-pipeline runs (minutes) first of all: the workers then finish together
+    instead of one waiting on the other's last long test."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "runner" not in item.name))
 
 
 @pytest.fixture(scope="module")
