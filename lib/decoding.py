@@ -218,7 +218,6 @@ class Decoder(abc.ABC):
         """One output per row of `encoded`: greedy or beam search at 0, sampling (one beam) above."""
 
 
-
 def decode(decoder: Decoder, inputs: list[np.ndarray], seconds: list[float], options: list[DecodingOptions],
            grow: bool = False) -> dict[str, list[Output]]:
     """Task -> one Output per input, in input order, for inputs of audio `seconds` long: longest first in batches of

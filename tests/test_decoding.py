@@ -96,6 +96,9 @@ def test_where_every_attempt_fails_the_most_confident_that_does_not_loop_stays()
     assert [o.temperature for o in found] == [1.0, 0.5] and all(o.retried for o in found)
     every = [{0.0: output(LOOP, logprob=-0.2), 0.5: output("ba " * 30, logprob=-0.1), 1.0: output(LOOP, logprob=-1)}]
     assert decoding.decode(Scripted(), every, [1.0], [options])["transcribe"][0].text == "ba " * 30
+    last = dataclasses.replace(options, keep_best=False)  # openai/whisper's choice: the last attempt
+    found = decoding.decode(Scripted(), inputs, [1.0, 1.0], [last])["transcribe"]
+    assert [(o.text, o.temperature) for o in found] == [("no loop at 1.0", 1.0), ("da " * 30, 1.0)]
 
 
 def test_the_no_speech_probability_is_the_first_decodes():
