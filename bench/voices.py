@@ -18,10 +18,12 @@ for every case, so the cost of each piece is a ratio to no variety; one pass of 
 inputs is timed apart. Each trained case's scores are kept in outputs/bench/voices/ (with VERSION), so an interrupted
 run continues where it stopped.
 
-    python -m bench.voices        # about 2.5 hours on 2 CPU cores; outputs/bench/voices.json
+    python -m bench.voices        # about 80 minutes on 2 CPU cores; outputs/bench/voices.json
+    python -m bench.voices --seeds 4321 --cases "band limit"    # some cases and seeds (the table: all kept ones)
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -83,12 +85,19 @@ def case_params(case: str, seed: int) -> config.Params:
                        "bootstrap_resamples": 1000, "fallback_temperatures": []}}, fresh=False, whisper_base=True)
 
 
-def run(case: str, seed: int) -> dict:
-    """Train and score one case from one seed (or read what an earlier run of this VERSION kept; a case of another
-    version, or one a run left unfinished, starts again from its split)."""
+def kept_case(case: str, seed: int) -> dict | None:
+    """What an earlier run of this VERSION kept of a case and seed, if it did."""
     kept = case_root(case, seed) / "case.json"
-    if kept.exists() and (found := json.loads(kept.read_text(encoding="utf-8"))).get("version") == VERSION:
+    found = json.loads(kept.read_text(encoding="utf-8")) if kept.exists() else {}
+    return found if found.get("version") == VERSION else None
+
+
+def run(case: str, seed: int) -> dict:
+    """Train and score one case from one seed (or read what an earlier run kept; a case of another version, or one a
+    run left unfinished, starts again from its split)."""
+    if found := kept_case(case, seed):
         return found
+    kept = case_root(case, seed) / "case.json"
     shutil.rmtree(kept.parent, ignore_errors=True)
     params = case_params(case, seed)
     summary, seconds = common.timed_train(params, "whisper")
@@ -116,11 +125,19 @@ def change(case: dict, baseline: dict, split: str, task: str, metric: str) -> di
                                 {"predictions": baseline[split]["predictions"]}, task, metric)
 
 
-def main() -> None:
-    runs = {(case, seed): run(case, seed) for seed in SEEDS for case in CASES}
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.voices", description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="default: SEEDS")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES),
+                        help="default: all (no variety runs first from each seed: every case is paired with it)")
+    args = parser.parse_args(argv)
+    for seed in args.seeds:
+        for case in ["none", *[c for c in args.cases if c != "none"]]:
+            run(case, seed)
+    runs = {(case, seed): found for seed in SEEDS for case in CASES if (found := kept_case(case, seed))}
     table, rows = [], []
     for case in CASES:
-        for seed in SEEDS:
+        for seed in [seed for seed in SEEDS if (case, seed) in runs and ("none", seed) in runs]:
             found, base = runs[case, seed], runs["none", seed]
             line = {"case": case, "seed": seed, **found["settings"], "steps": found["steps"],
                     "speech_seconds_per_second": found["speech_seconds_per_second"],
@@ -139,6 +156,8 @@ def main() -> None:
         if case == "none":
             continue
         mine = [line for line in table if line["case"] == case]
+        if not mine:
+            continue
         for split in SETS:
             delta = sum(line[split]["wer_change"]["value"] for line in mine) / len(mine)
             base = sum(line[split]["wer"]["value"] - line[split]["wer_change"]["value"] for line in mine) / len(mine)
