@@ -218,6 +218,11 @@ class Decoder(abc.ABC):
         """One output per row of `encoded`: greedy or beam search at 0, sampling (one beam) above."""
 
 
+def over_limit(decoder: Decoder, seconds: list[float]) -> list[int]:
+    """The indices of the inputs of audio `seconds` long that the decoder cannot read whole (`input_limit`)."""
+    return [i for i, s in enumerate(seconds) if decoder.input_limit and s > decoder.input_limit + 0.05]
+
+
 def decode(decoder: Decoder, inputs: list[np.ndarray], seconds: list[float], options: list[DecodingOptions],
            grow: bool = False) -> dict[str, list[Output]]:
     """Task -> one Output per input, in input order, for inputs of audio `seconds` long: longest first in batches of
@@ -226,7 +231,7 @@ def decode(decoder: Decoder, inputs: list[np.ndarray], seconds: list[float], opt
     longest input, up to the decoder's positions (long-form stretches, whose text grows with them)."""
     if len({o.batch_size for o in options}) != 1:
         raise DecodingError(f"tasks decoded together share one batch size, got {[o.batch_size for o in options]}")
-    too_long = [(i, s) for i, s in enumerate(seconds) if decoder.input_limit and s > decoder.input_limit + 0.05]
+    too_long = [(i, seconds[i]) for i in over_limit(decoder, seconds)]
     if too_long:
         i, s = too_long[0]
         raise DecodingError(f"input {i} holds {s:.1f} s of audio, over the {decoder.input_limit:g} s the model reads "

@@ -73,7 +73,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     language = retained.language if retained else tasks.SOURCE_LANGUAGE
     options = [decoding.DecodingOptions.for_test(task, hp, language) for task in tasks.TASKS
                if any(rows[tasks.TEXT_COLUMN[task]])]  # a set without translations (plain English) is transcribed
-    over = [i for i, s in zip(rows["id"], rows["duration"]) if decoder.input_limit and s > decoder.input_limit + 0.05]
+    over = [rows["id"][i] for i in decoding.over_limit(decoder, rows["duration"])]
     if over:
         raise decoding.DecodingError(f"{label}: {len(over)} segment(s) longer than the {decoder.input_limit:g} s the "
                                      f"model reads in one input ({', '.join(over[:5])}): cut them shorter in the "
