@@ -132,7 +132,8 @@ def build(case: Case, tiny: bool):
     bundle = families.Bundle(model, None, None)
     if case.lora:
         dev = config.load(DEV_PARAMS).section(family.name)
-        adapters.apply(family, bundle, SimpleNamespace(freeze_encoder=False, lora_rank=case.lora,
+        rank = 4 if tiny else case.lora  # rank 32 is not low on the tiny models' 64-wide layers
+        adapters.apply(family, bundle, SimpleNamespace(freeze_encoder=False, lora_rank=rank,
                                                        lora_alpha=dev.lora_alpha, lora_targets=dev.lora_targets))
     if case.shared:
         families.share_encoder(family, bundle)
