@@ -79,6 +79,8 @@ class EvaluationParams:
     compression_ratio_threshold: float  # loop guard: an output compressing better than this is decoded again ...
     fallback_temperatures: tuple[float, ...]  # ... by sampling at these temperatures in turn ([]: no fallback)
     vad: bool  # long-form: cut recordings at speech with Silero VAD before decoding (false: the family's own way)
+    export_tolerance: float  # WER and BLEU points an export may differ from its model on the test split and still
+    # decode the sets after it (a family's export to evaluate with: `whisper.ct2_evaluate`)
     retention: tuple[RetentionSet, ...]  # plain-language sets scored for what fine-tuning cost ([]: none)
 
     def check(self) -> list[str]:
@@ -90,6 +92,8 @@ class EvaluationParams:
                 self.fallback_temperatures):
             problems.append(f"fallback_temperatures: expected rising temperatures above 0 and at most 2, "
                             f"got {list(self.fallback_temperatures)}")
+        if self.export_tolerance < 0:
+            problems.append("export_tolerance: must be 0 or more (WER and BLEU points)")
         if self.compression_ratio_threshold <= 0:
             problems.append("compression_ratio_threshold: must be above 0")
         names = [r.name for r in self.retention]

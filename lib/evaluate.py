@@ -35,6 +35,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,6 +44,7 @@ import torch
 from lib import atomic, audio, config, decoding, families, features, longform, manifest as manifest_io, metrics, \
     model_card, nonspeech, packing, precision, tasks, text
 from lib.audio import SAMPLE_RATE
+from lib.families.base import local_or_hub
 
 log = logging.getLogger("lib.evaluate")
 
@@ -60,8 +62,13 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     family = families.get(name)
     output_dir = Path(output_dir) if output_dir else paths.results
     began = time.perf_counter()
-    model_dir = None if untrained else Path(model_dir) if model_dir else paths.model(name) / "final"
-    bundle, decoder, model_path, device = loaded(params, name, model_dir)
+    own = paths.model(name) / "final"
+    model_dir = None if untrained else Path(model_dir) if model_dir else own
+    # the test split's decode is the reference an export's parity is checked against: the model itself decodes it
+    reference = split == "test" and not untrained or (model_dir is not None and model_dir.resolve() != own.resolve())
+    export = None if reference else evaluation_export(params, name)
+    bundle, decoder, model_path, device, runtime = loaded(params, name, model_dir,
+                                                          export["quantization"] if export else "")
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -91,7 +98,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                      "no_speech_threshold": hp.no_speech_threshold, "logprob_threshold": hp.logprob_threshold,
                      "compression_ratio_threshold": hp.compression_ratio_threshold,
                      "fallback_temperatures": list(hp.fallback_temperatures),
-                     "dtype": str(bundle.model.dtype).removeprefix("torch."),
+                     **runtime, **({"parity_on_test": {k: export[k] for k in ("delta_wer", "delta_bleu", "segments")}}
+                                   if export else {}),
                      "forced": {o.task: family.forced_prefix(o.task, language) for o in options},
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
         "bootstrap": {"resamples": hp.bootstrap_resamples, "seed": params.seed,
@@ -137,32 +145,89 @@ def retention(params: config.Params) -> dict[str, dict]:
             for name in params.family_names for split in params.retention_splits for untrained in (False, True)}
 
 
-def loaded(params: config.Params, name: str,
-           model_dir: Path | None) -> tuple[families.Bundle, decoding.Decoder, str, torch.device]:
+class Loaded(NamedTuple):
+    """A model as 05 decodes it: its bundle (the export's runtime model, tokenizer and feature extractor for an
+    export), its decoder, what its metrics call it, its device, and the runtime its metrics record."""
+
+    bundle: families.Bundle
+    decoder: decoding.Decoder
+    path: str
+    device: torch.device
+    runtime: dict
+
+
+def loaded(params: config.Params, name: str, model_dir: Path | None, export: str = "") -> Loaded:
     """The model 05 scores, on its device in the evaluation's precision, and its decoder: the trained one in
-    `model_dir`, or the run's starting model (None); with what its metrics call it. Each is loaded once per process
-    (05 scores one model on every set) and again only when its folder is written anew."""
-    family = families.get(name)
-    if model_dir is None:
-        names = family.model_names(params.section(name))
-        key = (name, "untrained", tuple(names.values()), params.seed)
-    else:
-        key = (name, str(model_dir.resolve()), _modified(model_dir / "config.json"))
+    `model_dir`, or the run's starting model (None); with `export` (a quantization), its export decoded by the
+    export's runtime instead (the trained model's was written by `export_parity`, the starting model's is made
+    here). Each is loaded once per process (05 scores one model on every set) and again only when its folder is
+    written anew."""
+    family, hp = families.get(name), params.section(name)
+    names = family.model_names(hp)
+    folder = model_dir / "config.json" if model_dir is not None else None
+    key = (name, str(model_dir.resolve()) if model_dir is not None else "untrained", export,
+           _modified(folder) if folder else (tuple(names.values()), params.seed))
     if key not in _LOADED:
-        bundle = family.starting_model(params.section(name), params.paths, params.seed) if model_dir is None \
-            else load(family, model_dir)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        bundle.model.to(device, precision.dtype(params.evaluation.precision, device))
-        older = [k for k in _LOADED if k[:2] == key[:2]]  # an older copy of the same folder
+        path = ", ".join(names.values()) if model_dir is None else str(model_dir)
+        if export:
+            source, out = _export_paths(params, name, model_dir, export)
+            decoder = family.load_export(out, device.type) if source is None else \
+                family.export(source, out, export, device.type).decoder
+            bundle = families.Bundle(decoder.model, decoder.tokenizer, decoder.extractor)
+            runtime = {"runtime": family.export_runtime, "dtype": decoder.model.compute_type, "export": str(out)}
+        else:
+            bundle = family.starting_model(hp, params.paths, params.seed) if model_dir is None \
+                else load(family, model_dir)
+            bundle.model.to(device, precision.dtype(params.evaluation.precision, device))
+            decoder = family.decoder(bundle)
+            runtime = {"runtime": "transformers", "dtype": str(bundle.model.dtype).removeprefix("torch.")}
+        older = [k for k in _LOADED if k[:3] == key[:3]]  # an older copy of the same folder
         for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
             del _LOADED[stale]
-        path = ", ".join(names.values()) if model_dir is None else str(model_dir)
-        _LOADED[key] = (bundle, family.decoder(bundle), path, device)
+        _LOADED[key] = Loaded(bundle, decoder, path, device, runtime)
     return _LOADED[key]
 
 
 KEPT = 4  # models `loaded` keeps: a run's two families, trained and as they started
-_LOADED: dict[tuple, tuple] = {}  # `loaded`'s models, by family and folder, oldest first
+_LOADED: dict[tuple, Loaded] = {}  # `loaded`'s models, by family, folder and export, oldest first
+
+
+def _export_paths(params: config.Params, name: str, model_dir: Path | None, export: str) -> tuple[str | None, Path]:
+    """Where the `export` of a model lives, and what to convert it from (None: `export_parity` already wrote it, for
+    the trained model in `model_dir`; the starting model's is converted anew beside the run's models)."""
+    family, hp = families.get(name), params.section(name)
+    if model_dir is not None:
+        return None, model_dir.parent / f"{family.export_format}-{export}"
+    family.make_missing(hp, params.paths, params.seed)
+    (starting,) = family.model_names(hp).values()
+    return local_or_hub(starting), params.paths.model(name) / f"untrained-{family.export_format}-{export}"
+
+
+def evaluation_export(params: config.Params, name: str) -> dict | None:
+    """The parity row of the export that decodes the family's sets after the test split (its section's
+    `ct2_evaluate`, see `Family.evaluation_export`), when 05's parity check of it on the test split is newer than the
+    trained model and within `evaluation.export_tolerance` of it in WER and BLEU; None (the model itself decodes)
+    otherwise, with a warning saying why."""
+    family, paths = families.get(name), params.paths
+    wanted = family.evaluation_export(params.section(name))
+    if not wanted:
+        return None
+    parity_file = paths.results / f"{name}_{family.export_format}_parity.json"
+    final = paths.model(name) / "final" / "config.json"
+    rows = json.loads(parity_file.read_text(encoding="utf-8"))["rows"] \
+        if parity_file.exists() and _modified(parity_file) >= _modified(final) else []
+    row = next((r for r in rows if r["quantization"] == wanted), None)
+    if row is None:
+        log.warning("%s: no parity check of the %s export newer than the model (run export_parity first): the "
+                    "model itself decodes every set", name, wanted)
+        return None
+    if max(abs(row["delta_wer"]), abs(row["delta_bleu"])) > params.evaluation.export_tolerance:
+        log.warning("%s: the %s export differs from the model by %+.2f WER, %+.2f BLEU on the test split (more than "
+                    "%g points): the model itself decodes every set", name, wanted, row["delta_wer"],
+                    row["delta_bleu"], params.evaluation.export_tolerance)
+        return None
+    return row
 
 
 def _modified(path: Path) -> int:

@@ -140,6 +140,13 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
                          f"{score['value']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else ""))
         lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
                      + " | ".join(cells) + " |")
+    exported = [split for split, summary in scored.items() if "parity_on_test" in summary["decoding"]]
+    if exported:
+        first = scored[exported[0]]["decoding"]
+        parity = first["parity_on_test"]
+        lines += ["", f"The {' and '.join(SET_NAMES[s] for s in exported)} were decoded by this model's "
+                  f"{first['runtime']} export ({first['dtype']}), which scored {parity['delta_wer']:+.2f} WER and "
+                  f"{parity['delta_bleu']:+.2f} BLEU against the model itself on {parity['segments']} test segments."]
     if report:
         overlap = splitting.trigram_overlap(report)
         held, shifted = overlap["heldout"], overlap["voiceshift"]

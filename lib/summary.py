@@ -49,6 +49,15 @@ def _model(params: config.Params, name: str, found: dict[str, dict], overlap: di
         _check(found[s], task, metric, target) for task, metric, target in
         (("transcribe", "wer", hp.target_wer), ("translate", "bleu", hp.target_bleu)) if task in found[s]["tasks"])
         for s in sets]
+    exported = [s for s in sets if "parity_on_test" in found[s]["decoding"]]
+    if exported:
+        decoding = found[exported[0]]["decoding"]
+        parity = decoding["parity_on_test"]
+        lines.append(f"- **Decoded by** its {decoding['runtime']} export ({decoding['dtype']}) on the "
+                     + ", ".join(SET_DESCRIPTIONS[s].split(" (")[0].lower() for s in exported)
+                     + f", the starting model's too; by the model itself on the test split, where the export "
+                     f"differed by {parity['delta_wer']:+.2f} WER, {parity['delta_bleu']:+.2f} BLEU on "
+                     f"{parity['segments']} segments.")
     if getattr(params.section(name), "build_tiny", False):
         return lines + ["- Built with random weights and trained briefly: these scores check that the pipeline runs, "
                         "not what the model can do. Nothing to conclude."]

@@ -118,3 +118,32 @@ def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
     atomic.write_json(metrics, scores)  # this model's 05
     card = model_card.write(params, "whisper").read_text(encoding="utf-8")
     assert "| test split | 3 of 120 | 41.5 [30.0, 52.0] |" in card and "Scored on 3 of 120 segments" in card
+
+
+def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split_holds(tmp_path, caplog):
+    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8, export_tolerance 2 points
+    final = params.paths.model("whisper") / "final"
+    parity_file = params.paths.results / "whisper_ct2_parity.json"
+
+    def parity(delta_wer, delta_bleu, quantization="int8"):
+        atomic.write_json(parity_file, {"rows": [{"quantization": quantization, "delta_wer": delta_wer,
+                                                  "delta_bleu": delta_bleu, "segments": 16}]})
+
+    atomic.write_json(final / "config.json", {})
+    assert evaluate.evaluation_export(params, "whisper") is None and "no parity check" in caplog.text
+    parity(-1.5, 2.0)
+    assert evaluate.evaluation_export(params, "whisper")["delta_wer"] == -1.5
+    parity(0.0, -2.5)
+    caplog.clear()
+    assert evaluate.evaluation_export(params, "whisper") is None and "-2.50 BLEU" in caplog.text
+    parity(0.0, 0.0, "float16")  # a check of another quantization proves nothing of this one
+    assert evaluate.evaluation_export(params, "whisper") is None
+    parity(0.0, 0.0)
+    os.utime(parity_file, ns=(1, 1))  # older than the model: a check of an earlier model
+    assert evaluate.evaluation_export(params, "whisper") is None
+    assert evaluate.evaluation_export(params, "e2e") is None  # a family without exports
+    off = config.load("params/demo.yaml", {"output_dir": str(tmp_path / "out"), "whisper": {"ct2_evaluate": ""}})
+    parity(0.0, 0.0)
+    assert evaluate.evaluation_export(off, "whisper") is None
+    with pytest.raises(config.ParamsError, match="ct2_evaluate: 'float16' is not one of ct2_parity"):
+        config.load("params/demo.yaml", {"whisper": {"ct2_evaluate": "float16"}})

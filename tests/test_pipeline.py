@@ -37,7 +37,10 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
                    "--set", "evaluation.segments=0",
                    # one fallback temperature: the fallback runs (tiny random weights are unsure of every output) at a
                    # third of the five temperatures' cost; lib.decoding's tests go through all of them
-                   "--set", "evaluation.fallback_temperatures=[1.0]", umask=0o022)
+                   "--set", "evaluation.fallback_temperatures=[1.0]",
+                   # the int8 export decodes the sets after test whatever the tiny random model's parity (the rule
+                   # itself: test_evaluate)
+                   "--set", "evaluation.export_tolerance=1000", umask=0o022)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     private = [p.relative_to(out) for p in out.rglob("*") if (p.stat().st_mode & 0o044) != 0o044]
     assert not private, f"not readable by group and others under umask 022: {private[:5]}"
@@ -220,6 +223,16 @@ def check_generalization(out):
         assert row["delta_wer"] == pytest.approx(row["wer"] - row["hf_wer"], abs=0.02)
         assert 0 <= row["nonspeech_transcribe_with_text_gated"] <= 100  # the export on the non-speech set too
         assert (out / "whisper" / f"ct2-{row['quantization']}" / "model.bin").exists()
+    assert whisper["decoding"]["runtime"] == "transformers"  # the test split: the reference of the parity check
+    int8 = parity["rows"][0]
+    for label in ("heldout", "voiceshift", "untrained_heldout", "retention-vi", "untrained_retention-en"):
+        decoded = json.loads((out / "results" / f"whisper_{label}_metrics.json").read_text())["decoding"]
+        assert decoded["runtime"] == "CTranslate2" and decoded["dtype"] == int8["compute_type"]
+        assert decoded["parity_on_test"] == {k: int8[k] for k in ("delta_wer", "delta_bleu", "segments")}
+    assert (out / "whisper" / "untrained-ct2-int8" / "model.bin").exists()  # the starting model's export
+    assert json.loads((out / "results" / "e2e_heldout_metrics.json").read_text())["decoding"]["runtime"] == \
+        "transformers"  # no exports
+    assert "**Decoded by** its CTranslate2 export" in (out / "summary.md").read_text()
     report = nbformat.read(out / "reports" / "05_evaluate.ipynb", as_version=4)
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown

@@ -67,6 +67,7 @@ class Family(abc.ABC):
     usage: str  # Python that loads a trained model from "PATH" and decodes 16 kHz audio, for its model card
     new_modules: tuple[str, ...] = ()  # modules that start from random weights: trained in full even under LoRA
     export_format: str | None = None  # what `export_models` converts to, naming 05's parity file (None: no exports)
+    export_runtime: str | None = None  # what decodes its exports, as reports name it
     model_type: str | None = None  # the `model_type` of its saved models' config.json (how lib.transcribe finds it)
     waveform_input: bool = False  # the model reads the waveform itself (`input_column` holds it)
 
@@ -107,12 +108,16 @@ class Family(abc.ABC):
         new layers start from the run's seed whether or not the models were just made."""
         import torch
 
+        self.make_missing(hp, paths, seed)
+        torch.manual_seed(seed)
+        return self.load(hp)
+
+    def make_missing(self, hp, paths: RunPaths, seed: int) -> None:
+        """Make the starting model's folders where the section says how (`maker`) and one is missing."""
         maker = self.maker(hp)
         if maker and not all((resolve(n) / "config.json").exists() for n in self.model_names(hp).values()):
             log.info("%s: the starting model is %s", self.name, maker)
             self.make(hp, paths, seed)
-        torch.manual_seed(seed)
-        return self.load(hp)
 
     def base_model(self, hp) -> str | None:
         """The hub id a run starts from, for the model card: the section's own model when it names one hub id."""
@@ -363,6 +368,16 @@ class Family(abc.ABC):
         """The trained model in `model_dir` converted for deployment as the section asks, each export loaded on
         `device`; with facts about the conversion for the parity report. Default: no exports."""
         return {}, []
+
+    def export(self, source: str | Path, out: Path, quantization: str, device: str) -> Export:
+        """A model (a trained folder, or a starting model's hub id or folder) converted into `out` in
+        `quantization`, loaded on `device`."""
+        raise NotImplementedError(f"{self.name}: the family has no exports")
+
+    def evaluation_export(self, hp) -> str:
+        """The quantization whose export 05 decodes the sets after the test split with, once its parity holds
+        ("": the model itself decodes every set). Default: none."""
+        return ""
 
 
 def babble_speech(segments: list[manifest.Segment]) -> list[np.ndarray]:

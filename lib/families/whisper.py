@@ -45,11 +45,17 @@ class WhisperParams(TrainingParams):
     pack_seconds: float  # pack each speaker's training segments into windows of up to this long (0: one per example)
     timestamp_share: float  # share of training examples whose labels carry timestamps (0 to 1)
     ct2_parity: tuple[Quantization, ...]  # CTranslate2 exports of the trained model decoded beside it in 05
+    ct2_evaluate: MayBeEmpty  # one of ct2_parity: once its parity holds on the test split, 05 decodes every other set
+    # (fine-tuned and starting model) with the CTranslate2 export in this quantization ("": transformers everywhere)
 
     def check(self) -> list[str]:
         problems = super().check()
         if self.import_from and self.build_tiny:
             problems.append("import_from and build_tiny: choose one way to make the starting model")
+        if self.ct2_evaluate and self.ct2_evaluate not in self.ct2_parity:
+            problems.append(f"ct2_evaluate: {self.ct2_evaluate!r} is not one of ct2_parity "
+                            f"({', '.join(self.ct2_parity) or 'empty'}): 05 decodes with an export only once its "
+                            "parity is checked")
         if not 0 <= self.timestamp_share <= 1 or not 0 <= self.pack_seconds <= 30:
             problems.append("timestamp_share: must be in [0, 1]; pack_seconds: in [0, 30] (Whisper's window)")
         return problems
@@ -69,6 +75,7 @@ class Whisper(Family):
     params_class = WhisperParams
     input_column = "input_features"
     export_format = "ct2"
+    export_runtime = "CTranslate2"
     model_type = "whisper"
     usage = """
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -320,16 +327,20 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             return {}, []
         import ctranslate2
 
+        exports = [self.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization, device)
+                   for quantization in hp.ct2_parity]
+        return {"ctranslate2": ctranslate2.__version__}, exports
+
+    def export(self, source: str | Path, out: Path, quantization: str, device: str) -> Export:
         from lib import ct2
 
-        exports = []
-        for quantization in hp.ct2_parity:
-            out = ct2.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization)
-            decoder = self.load_export(out, device)
-            exports.append(Export(decoder, {"quantization": quantization,
-                                            "compute_type": decoder.model.compute_type,
-                                            "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)}))
-        return {"ctranslate2": ctranslate2.__version__}, exports
+        out = ct2.export(source, out, quantization)
+        decoder = self.load_export(out, device)
+        return Export(decoder, {"quantization": quantization, "compute_type": decoder.model.compute_type,
+                                "size_mb": round((out / "model.bin").stat().st_size / 2**20, 1)})
+
+    def evaluation_export(self, hp: WhisperParams) -> str:
+        return hp.ct2_evaluate
 
     def load_export(self, folder: Path, device: str) -> decoding.Decoder:
         """A CTranslate2 export (lib.ct2.export, which saves the processor and generation settings beside it),
