@@ -18,6 +18,9 @@ tokenizer and the feature extractor. It then proves what it wrote, and writes th
    is refused, since the embeddings are indexed by it;
 3. decoding: greedy tokens equal to ctranslate2's own decoding of the source on a few clips.
 
+A family's `import_from` goes through `import_cached`: each source is imported and proven once per machine (kept in
+`cache_dir()/imports/`) and copied into the run's folder afterwards.
+
 Export converts a trained Whisper folder with CTranslate2's converter, copies the tokenizer, writes the preprocessor file
 faster-whisper needs, and loads the result back. The Whisper family decodes an export (`Ct2WhisperDecoder`), and 05 checks
 each export of `whisper.ct2_parity` against the model it came from (lib.evaluate.export_parity).
@@ -360,6 +363,30 @@ def import_model(source: str | Path, out: Path, clips: list[np.ndarray] | None =
     log.info("imported %s into %s (%d parameters, %.0f s): weights, tokenizer and decoding proven", source, out,
              proofs["parameters"], proofs["seconds"])
     return proofs
+
+
+IMPORT_VERSION = 1  # bump when import_model writes another folder: cached imports of an earlier version are made again
+
+
+def import_cached(source: str | Path, out: Path) -> dict:
+    """`import_model` once per machine: the import (proofs included) is kept in `cache_dir()/imports/<key>/` and
+    copied to `out`, whole or not at all. The key hashes the source's files, IMPORT_VERSION and the transformers
+    version, so another source, or a release that saves differently, is imported and proven anew."""
+    import transformers
+
+    folder = resolve_source(source)
+    digest = hashlib.sha256(f"{IMPORT_VERSION} {transformers.__version__}".encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(f"{path.name} {sha256_of(path)}".encode())
+    cached = cache_dir() / "imports" / digest.hexdigest()[:16]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(cached.parent / f".{cached.name}.lock"):  # one process imports, the others wait
+        if not (cached / "ct2_import.json").exists():
+            import_model(source, cached)
+    with atomic.folder(out) as staging:
+        shutil.copytree(cached, staging, dirs_exist_ok=True)
+    log.info("%s: the import of %s kept in %s", out, source, cached)
+    return json.loads((out / "ct2_import.json").read_text(encoding="utf-8"))
 
 
 def import_tokenizer(folder: Path, vocabulary: list[str]):

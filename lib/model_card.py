@@ -140,7 +140,7 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
                          f"{score['value']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else ""))
         lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
                      + " | ".join(cells) + " |")
-    exported = [split for split, summary in scored.items() if "parity_on_test" in summary["decoding"]]
+    exported = [split for split, summary in scored.items() if "parity_on_test" in summary.get("decoding", {})]
     if exported:
         first = scored[exported[0]]["decoding"]
         parity = first["parity_on_test"]

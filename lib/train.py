@@ -298,16 +298,15 @@ def val_samples(params: config.Params, name: str, per_task: int = 4) -> pd.DataF
     bundle = family.load_trained(params.paths.model(name) / "final")
     val = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     inputs = val.with_format("numpy", columns=[family.input_column])
-    rows = []
-    for task in tasks.TASKS:
-        text = tasks.TEXT_COLUMN[task]
-        picked = [i for i in range(len(val)) if val[i][text]][:per_task]
-        options = decoding.DecodingOptions.for_validation(task, hp)
-        found = decoding.decode(family.decoder(bundle), [inputs[i][family.input_column] for i in picked],
-                                [val[i]["duration"] for i in picked], [options])[task]
-        rows += [{"task": task, "id": val[i]["id"], "reference": val[i][text], "hypothesis": output.gated(options)}
-                 for i, output in zip(picked, found)]
-    return pd.DataFrame(rows)
+    columns = {c: val[c] for c in ("id", "duration", *tasks.TEXT_COLUMN.values())}
+    picked = {task: [i for i, t in enumerate(columns[tasks.TEXT_COLUMN[task]]) if t][:per_task] for task in tasks.TASKS}
+    decoded = sorted(set().union(*picked.values()))  # each segment encoded once for both tasks
+    options = [decoding.DecodingOptions.for_validation(task, hp) for task in tasks.TASKS]
+    found = decoding.decode(family.decoder(bundle), [inputs[i][family.input_column] for i in decoded],
+                            [columns["duration"][i] for i in decoded], options)
+    return pd.DataFrame([{"task": o.task, "id": columns["id"][i], "reference": columns[tasks.TEXT_COLUMN[o.task]][i],
+                          "hypothesis": found[o.task][decoded.index(i)].gated(o)}
+                         for o in options for i in picked[o.task]])
 
 
 def main(argv: list[str] | None = None) -> int:

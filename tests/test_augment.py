@@ -130,7 +130,7 @@ def first_encoder_input(tmp_path, monkeypatch, name: str, keys: dict) -> torch.T
     training step of a tiny run on two segments per demo speaker, share_encoder on."""
     out = tmp_path / "out"
     sections = {"whisper": {"model": str(out / "models" / "whisper-demo"), "import_from": "", "build_tiny": True,
-                            "pack_seconds": 0, "ct2_parity": []},
+                            "pack_seconds": 0, "ct2_parity": [], "ct2_evaluate": ""},
                 "e2e": {"encoder": str(out / "models" / "wav2vec2-demo"),
                         "decoder": str(out / "models" / "mbart-demo")}}
     section = {**sections[name], "batch_size": 4, "epochs": 1, "checkpoint_steps": 100, "eval_segments": 2,

@@ -183,3 +183,27 @@ def test_the_export_decodes_non_speech_as_transformers_does_gate_included(import
         features = bundle.feature_extractor(wave, sampling_rate=16_000, return_tensors="pt").input_features
         ids = bundle.model.generate(features, **arguments)
         assert bundle.tokenizer.batch_decode(ids.long(), skip_special_tokens=True) == [""]
+
+
+def test_an_import_is_made_and_proven_once_per_source_then_copied(tmp_path, monkeypatch):
+    monkeypatch.setenv("VI_EN_CS_CACHE", str(tmp_path / "cache"))
+    made = []
+
+    def fake_import(source, out):  # what import_model leaves: the folder with its proofs
+        made.append(source)
+        out.mkdir(parents=True)
+        (out / "model.safetensors").write_bytes(b"weights of " + (source / "model.bin").read_bytes())
+        (out / "ct2_import.json").write_text(json.dumps({"source": str(source)}))
+
+    monkeypatch.setattr(ct2, "import_model", fake_import)
+    monkeypatch.setattr(ct2, "resolve_source", lambda source: source)
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "model.bin").write_bytes(b"one")
+    assert ct2.import_cached(source, tmp_path / "a") == {"source": str(source)}
+    assert ct2.import_cached(source, tmp_path / "b") == {"source": str(source)}
+    assert made == [source]  # the second run copied the first import
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == b"weights of one"
+    (source / "model.bin").write_bytes(b"two")  # another source under the same path: imported anew
+    ct2.import_cached(source, tmp_path / "a")
+    assert made == [source, source] and (tmp_path / "a" / "model.safetensors").read_bytes() == b"weights of two"

@@ -66,7 +66,7 @@ def section(name: str, out: Path) -> dict:
         values = config.read_yaml(config.PROJECT_ROOT / "params" / "demo.yaml")[name]
     if name == "whisper":  # a tiny Whisper, built like the E2E models, instead of the imported whisper-base
         values.update(model=str(out / "models" / "whisper"), import_from="", build_tiny=True, pack_seconds=0,
-                      ct2_parity=[])
+                      ct2_parity=[], ct2_evaluate="")
     if name == "e2e":
         values.update(encoder=str(out / "models" / "wav2vec2"), decoder=str(out / "models" / "mbart"))
     return {**values, "epochs": 1, "batch_size": 8, "checkpoint_steps": 100, "logging_steps": 1, "eval_segments": 4,

@@ -25,6 +25,7 @@ TINY_WHISPER = ["whisper.import_from=", "whisper.build_tiny=true", "whisper.pack
                 "whisper.eval_segments=6", "whisper.max_length=24"]
 TINY_E2E = ["e2e.epochs=1", "e2e.batch_size=8", "e2e.checkpoint_steps=10", "e2e.logging_steps=5",
             "e2e.eval_segments=6", "e2e.max_length=24"]
+SAMPLE = 12  # segments the runner test scores per set
 
 
 def test_runner_executes_the_notebooks_end_to_end(tmp_path):
@@ -34,7 +35,8 @@ def test_runner_executes_the_notebooks_end_to_end(tmp_path):
             f"e2e.encoder={out}/models/wav2vec2-demo", f"e2e.decoder={out}/models/mbart-demo", *TINY_E2E]
     proc = run_cli("--params", "params/demo.yaml", *[a for s in sets for a in ("--set", s)],
                    "--set", "evaluation.bootstrap_resamples=200", "--set", "evaluation.max_length=24",
-                   "--set", "evaluation.segments=0",
+                   # every test segment (the split holds 12), a sample of 12 from every other set's speakers in turn
+                   "--set", f"evaluation.segments={SAMPLE}",
                    # one fallback temperature: the fallback runs (tiny random weights are unsure of every output) at a
                    # third of the five temperatures' cost; lib.decoding's tests go through all of them
                    "--set", "evaluation.fallback_temperatures=[1.0]",
@@ -183,7 +185,7 @@ def check_generalization(out):
                                     (f"{name}_untrained_heldout", "heldout", heldout),
                                     (f"{name}_voiceshift", "voiceshift", shifted)):
             summary = json.loads((out / "results" / f"{label}_metrics.json").read_text())
-            assert summary["split"] == split and summary["segments"] == count
+            assert summary["split"] == split and (summary["segments"], summary["segments_in_split"]) == (SAMPLE, count)
             assert summary["model"] == ("untrained" if "untrained" in label else "trained")
             assert 0 <= summary["tasks"]["transcribe"]["metrics"]["wer"]["value"]
         assert not (out / "results" / f"{name}_untrained_voiceshift_metrics.json").exists()  # not in `untrained`
@@ -251,7 +253,7 @@ def check_retention(out):
             rows = len((out / "splits" / f"retention-{language}.tsv").read_text().splitlines()) - 1
             for label in (f"{name}_retention-{language}", f"{name}_untrained_retention-{language}"):
                 summary = json.loads((out / "results" / f"{label}_metrics.json").read_text())
-                assert summary["language"] == language and summary["segments"] == rows == 20
+                assert summary["language"] == language and (summary["segments"], rows) == (SAMPLE, 20)
                 assert summary["decoding"]["forced"]["transcribe"] == forced[name][language]
                 assert set(summary["tasks"]) == ({"transcribe", "translate"} if language == "vi" else {"transcribe"})
                 assert "nonspeech" not in summary["hallucination"]
@@ -261,9 +263,9 @@ def check_retention(out):
 
 
 def check_recordings(out, cli_out):
-    """05 hands the held-out files that hold its scored segments (every one here), whole, to lib.transcribe, and
-    scores each against its segments joined; the CLI on the same files with the same settings gives the same WER."""
-    from lib import manifest, metrics
+    """05 hands the held-out files that hold its scored segments (a sample), whole, to lib.transcribe, and scores each
+    against all its segments joined; the CLI on the same files with the same settings gives the same WER."""
+    from lib import evaluate, manifest, metrics, text
 
     segments = manifest.read(out / "splits" / "heldout.tsv").segments
     recordings: dict[str, list] = {}
@@ -273,16 +275,21 @@ def check_recordings(out, cli_out):
         summary = json.loads((out / "results" / f"{name}_heldout_metrics.json").read_text())
         found = summary["recordings"]
         files = [t["audio"] for t in found["transcripts"]]
-        assert sorted(files) == sorted(recordings) and found["segments_joined"] == len(segments) == 48
-        assert found["files"] == len(files) < len(segments)  # files of several segments among them
+        scored = set(evaluate.read_predictions(out / "results", f"{name}_heldout", "transcribe")["id"])
+        holding = {f for f, inside in recordings.items() if any(s.id in scored for s in inside)}
+        assert len(scored) == SAMPLE and sorted(files) == sorted(holding)  # the files of the sample, each once
+        assert found["segments_joined"] == sum(len(recordings[f]) for f in files) > SAMPLE  # their other segments too
+        assert found["files"] == len(files) < found["segments_joined"]  # files of several segments among them
         wer = found["tasks"]["transcribe"]["metrics"]["wer"]
-        assert wer["count"] == summary["tasks"]["transcribe"]["metrics"]["wer"]["count"]  # the same reference words
+        assert wer["count"] == sum(len(text.normalize_for_scoring(" ".join(s.transcript for s in recordings[f])).split())
+                                   for f in files)  # every reference word of the files
         written = [json.loads((out / "results" / found["outputs"] / f"{t['name']}.json").read_text())
                    for t in found["transcripts"]]
         assert all(set(w) == {"transcribe", "translate"} for w in written)
         assert (out / "results" / found["outputs"] / f"{found['transcripts'][0]['name']}.vi.srt").exists()
         decoding = summary["decoding"]
-        proc = subprocess.run([sys.executable, "-m", "lib.transcribe", *files, "--model", str(out / name / "final"),
+        model = decoding.get("export") or str(out / name / "final")  # what 05 decoded with (ct2_evaluate)
+        proc = subprocess.run([sys.executable, "-m", "lib.transcribe", *files, "--model", model,
                                "--out", str(cli_out / name), "--format", "json", "--device", "cpu",
                                "--max-length", str(decoding["max_length"]), "--batch-size", str(decoding["batch_size"]),
                                "--beams", str(decoding["num_beams"])], capture_output=True, text=True,

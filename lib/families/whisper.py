@@ -113,7 +113,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
         if hp.import_from:
             from lib import ct2
 
-            ct2.import_model(hp.import_from, resolve(hp.model))
+            ct2.import_cached(hp.import_from, resolve(hp.model))
         else:
             super().make(hp, paths, seed)
 
