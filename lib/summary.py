@@ -53,11 +53,12 @@ def _model(params: config.Params, name: str, found: dict[str, dict], overlap: di
     if exported:
         decoding = found[exported[0]]["decoding"]
         parity = decoding["parity_on_test"]
+        names = [SET_DESCRIPTIONS[s].split(" set")[0].lower() for s in exported]
         lines.append(f"- **Decoded by** its {decoding['runtime']} export ({decoding['dtype']}) on the "
-                     + ", ".join(SET_DESCRIPTIONS[s].split(" (")[0].lower() for s in exported)
-                     + f", the starting model's too; by the model itself on the test split, where the export "
-                     f"differed by {parity['delta_wer']:+.2f} WER, {parity['delta_bleu']:+.2f} BLEU on "
-                     f"{parity['segments']} segments.")
+                     + " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+                     + f" set{'s' if len(names) > 1 else ''} (the starting model likewise), by the model itself on "
+                     f"the test split, where the export differed by {parity['delta_wer']:+.2f} WER and "
+                     f"{parity['delta_bleu']:+.2f} BLEU on {parity['segments']} segments.")
     if getattr(params.section(name), "build_tiny", False):
         return lines + ["- Built with random weights and trained briefly: these scores check that the pipeline runs, "
                         "not what the model can do. Nothing to conclude."]
