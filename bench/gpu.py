@@ -3,9 +3,9 @@
 Each case builds its model from a config written out here (the sizes of the hub's config.json files), applies the
 training set-up the pipeline uses (frozen feature encoder, LNA where the profile asks, gradient checkpointing without
 the KV cache; for the "shared pass" cases one encoder pass per segment for its transcribe and translate rows, for
-the LoRA cases rank-32 adapters on the modules params/dev.yaml's `lora_targets` name), and runs AdamW steps (fused on CUDA, as the Trainer's
-default) under autocast in the profile's precision, fp16 with a gradient scaler, on synthetic batches of the
-profile's size (segments, with two label rows each in the shared cases). Reported per case:
+the LoRA cases rank-32 adapters on the modules params/dev.yaml's `lora_targets` name), and runs AdamW steps (fused
+on CUDA, as the Trainer's default) under autocast in the profile's precision, fp16 with a gradient scaler, on
+synthetic batches of the profile's size (segments, with two label rows each in the shared cases). Reported per case:
 - samples/s (segments) and examples/s (label rows) over the timed steps (after warm-up steps);
 - model FLOPs per sample, counted by torch's FlopCounterMode on one forward and backward of one sample without
   gradient checkpointing (the recomputation is not model work), and MFU = achieved model FLOP/s / the GPU's peak
