@@ -164,9 +164,8 @@ def loaded(params: config.Params, name: str, model_dir: Path | None, export: str
     written anew."""
     family, hp = families.get(name), params.section(name)
     names = family.model_names(hp)
-    folder = model_dir / "config.json" if model_dir is not None else None
     key = (name, str(model_dir.resolve()) if model_dir is not None else "untrained", export,
-           _modified(folder) if folder else (tuple(names.values()), params.seed))
+           _modified(model_dir / "config.json") if model_dir is not None else (tuple(names.values()), params.seed))
     if key not in _LOADED:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         path = ", ".join(names.values()) if model_dir is None else str(model_dir)
@@ -198,7 +197,7 @@ def _export_paths(params: config.Params, name: str, model_dir: Path | None, expo
     the trained model in `model_dir`; the starting model's is converted anew beside the run's models)."""
     family, hp = families.get(name), params.section(name)
     if model_dir is not None:
-        return None, model_dir.parent / f"{family.export_format}-{export}"
+        return None, family.export_folder(model_dir, export)
     family.make_missing(hp, params.paths, params.seed)
     (starting,) = family.model_names(hp).values()
     return local_or_hub(starting), params.paths.model(name) / f"untrained-{family.export_format}-{export}"
@@ -209,12 +208,11 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
     `ct2_evaluate`, see `Family.evaluation_export`), when 05's parity check of it on the test split is newer than the
     trained model and within `evaluation.export_tolerance` of it in WER and BLEU; None (the model itself decodes)
     otherwise, with a warning saying why."""
-    family, paths = families.get(name), params.paths
-    wanted = family.evaluation_export(params.section(name))
+    wanted = families.get(name).evaluation_export(params.section(name))
     if not wanted:
         return None
-    parity_file = paths.results / f"{name}_{family.export_format}_parity.json"
-    final = paths.model(name) / "final" / "config.json"
+    parity_file = parity_path(params, name)
+    final = params.paths.model(name) / "final" / "config.json"
     rows = json.loads(parity_file.read_text(encoding="utf-8"))["rows"] \
         if parity_file.exists() and _modified(parity_file) >= _modified(final) else []
     row = next((r for r in rows if r["quantization"] == wanted), None)
@@ -467,6 +465,11 @@ def load_results(params: config.Params) -> dict[str, dict]:
     return results
 
 
+def parity_path(params: config.Params, name: str) -> Path:
+    """`results/<name>_<export_format>_parity.json`: what `export_parity` wrote of the family's exports."""
+    return params.paths.results / f"{name}_{families.get(name).export_format}_parity.json"
+
+
 def exports(params: config.Params) -> dict[str, dict]:
     """`export_parity` for every family of the run whose params section asks for exports: name -> the parity."""
     checked = {name: export_parity(params, name) for name in params.family_names}
@@ -522,7 +525,7 @@ def export_parity(params: config.Params, name: str) -> dict | None:
                  export.facts, wer, own_wer, same, len(ids))
     parity = {"model": str(model_dir), "split": "test", "device": device, **facts, "decoding": summary["decoding"],
               "rows": rows}
-    atomic.write_json(paths.results / f"{name}_{family.export_format}_parity.json", parity)
+    atomic.write_json(parity_path(params, name), parity)
     return parity
 
 

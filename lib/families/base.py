@@ -369,6 +369,10 @@ class Family(abc.ABC):
         `device`; with facts about the conversion for the parity report. Default: no exports."""
         return {}, []
 
+    def export_folder(self, model_dir: Path, quantization: str) -> Path:
+        """Where `export_models` writes the export of the trained model in `model_dir` in `quantization`."""
+        return model_dir.parent / f"{self.export_format}-{quantization}"
+
     def export(self, source: str | Path, out: Path, quantization: str, device: str) -> Export:
         """A model (a trained folder, or a starting model's hub id or folder) converted into `out` in
         `quantization`, loaded on `device`."""

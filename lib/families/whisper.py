@@ -327,7 +327,7 @@ print(processor.batch_decode(ids.long(), skip_special_tokens=True))
             return {}, []
         import ctranslate2
 
-        exports = [self.export(model_dir, model_dir.parent / f"ct2-{quantization}", quantization, device)
+        exports = [self.export(model_dir, self.export_folder(model_dir, quantization), quantization, device)
                    for quantization in hp.ct2_parity]
         return {"ctranslate2": ctranslate2.__version__}, exports
 
