@@ -94,18 +94,15 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     steps: list[StepResult] = []
     provenance = collect_provenance(params, params_path)
 
-    # each notebook gets those it declares: `live` only 05, whose widgets a headless run has nobody to use
-    given = {"params_file": str(config.resolve(params_path)), "overrides": overrides or {}, "live": False}
+    given = {"params_file": str(config.resolve(params_path)), "overrides": overrides or {}}
     for name in chosen:
         source = notebooks[name]
         report = paths.reports / f"{name}.ipynb"
         log.info("%s: running (report: %s)", name, report)
         began = time.perf_counter()
         try:
-            declared = papermill.inspect_notebook(str(source))
             papermill.execute_notebook(
-                str(source), str(report), parameters={k: v for k, v in given.items() if k in declared},
-                kernel_name=kernel, log_output=True,
+                str(source), str(report), parameters=given, kernel_name=kernel, log_output=True,
                 progress_bar=False, cwd=str(config.PROJECT_ROOT), request_save_on_cell_execute=True,
             )
         except papermill.PapermillExecutionError as err:
