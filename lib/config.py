@@ -27,6 +27,7 @@ from lib.schema import (PROJECT_ROOT, SPLITS, MayBeEmpty, ParamsError, Precision
 
 EvalSet = Literal["test", "heldout", "voiceshift"]  # the test split, the held-out and the voice-shift manifests
 RETENTION_PREFIX = "retention-"  # a retention set's split name: retention-<name>
+HEADLESS_ENV = "VI_EN_CS_HEADLESS"  # set by lib.pipeline for the kernels it runs: no one is there to use a widget
 
 
 @dataclass(frozen=True)

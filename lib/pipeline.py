@@ -95,6 +95,7 @@ def run(params_path: str | Path, overrides: dict | None = None, only: list[str] 
     provenance = collect_provenance(params, params_path)
 
     given = {"params_file": str(config.resolve(params_path)), "overrides": overrides or {}}
+    os.environ[config.HEADLESS_ENV] = "1"  # the kernels inherit it: headless widgets can stall nbclient (#312)
     for name in chosen:
         source = notebooks[name]
         report = paths.reports / f"{name}.ipynb"

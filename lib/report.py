@@ -4,6 +4,7 @@ style every report uses (`styled`: numbers to their own precision)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -268,9 +269,14 @@ def errors_by(params: config.Params, model_type: str, by: str):
 
 
 def error_browser(params: config.Params):
-    """A JupyterLab widget: pick a model and a speaker or code-mixing bin, see its transcripts sorted by errors."""
+    """A JupyterLab widget: pick a model and a speaker or code-mixing bin, see its transcripts sorted by errors. In
+    a kernel the runner started (`config.HEADLESS_ENV`), a line saying so instead: nobody can use the widget there,
+    and a widget cell can stall papermill's client (jupyter/nbclient#312)."""
+    from IPython.display import Markdown, display
+
+    if os.environ.get(config.HEADLESS_ENV):
+        return Markdown("*The error browser needs a live kernel (JupyterLab); this report ran headless.*")
     import ipywidgets as widgets
-    from IPython.display import display
 
     frames = {m: evaluate.read_predictions(params.paths.results, m, "transcribe")
               for m in evaluate.load_results(params)}
