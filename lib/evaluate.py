@@ -110,7 +110,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         frame, summary["tasks"][o.task], summary["hallucination"][o.task] = score(o.task, rows, decoded[o.task], o,
                                                                                   params)
         atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
-    if split == "test" or (untrained and not retained):
+    if (split == "test" or (untrained and not retained)) and not left_to_parity(params, name, model_dir, output_dir,
+                                                                                split):
         summary["hallucination"]["nonspeech"] = nonspeech_set(decoder, options, paths.splits / f"{split}.tsv")
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(decoder, rows, params, split, options)
@@ -226,6 +227,15 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
                     row["delta_bleu"], params.evaluation.export_tolerance)
         return None
     return row
+
+
+def left_to_parity(params: config.Params, name: str, model_dir: Path | None, output_dir: Path, split: str) -> bool:
+    """Whether the run's trained model leaves its non-speech set on the test split to `export_parity`, which decodes
+    it with the export anyway: when the family's section names an export to evaluate with (`export_parity` has the
+    model decode it when the export's parity fails)."""
+    own = params.paths.model(name) / "final"
+    return (split == "test" and model_dir is not None and model_dir.resolve() == own.resolve()
+            and output_dir == params.paths.results and bool(families.get(name).evaluation_export(params.section(name))))
 
 
 def _modified(path: Path) -> int:
@@ -502,13 +512,15 @@ def export_parity(params: config.Params, name: str) -> dict | None:
     own_wer, own_bleu = metrics.wer(references["transcribe"], own["transcribe"]), \
         metrics.bleu(references["translate"], own["translate"])
     options = [decoding.DecodingOptions.for_test(task, hp) for task in tasks.TASKS]
-    rows = []
+    reference_quiet = summary["hallucination"].get("nonspeech")  # None: left to this check (one decode per model)
+    rows, quiet_of = [], {}
     for export in converted:
         began = time.perf_counter()
         decoded = decoding.decode(export.decoder, inputs, scored["transcribe"]["duration"].tolist(), options)
         texts = {o.task: [output.gated(o) for output in decoded[o.task]] for o in options}
         seconds = time.perf_counter() - began
-        quiet = nonspeech_set(export.decoder, options, paths.splits / "test.tsv")["tasks"]
+        quiet_of[export.facts["quantization"]] = nonspeech_set(export.decoder, options, paths.splits / "test.tsv")
+        quiet = quiet_of[export.facts["quantization"]]["tasks"]
         wer = metrics.wer(references["transcribe"], texts["transcribe"])
         bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
         same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
@@ -520,13 +532,32 @@ def export_parity(params: config.Params, name: str) -> dict | None:
                      "hf_segments_per_second": summary["decoding"]["segments_per_second"],
                      **{f"nonspeech_{task}_with_text_gated": quiet[task]["with_text_gated"] for task in quiet},
                      **{f"hf_nonspeech_{task}_with_text_gated": shares["with_text_gated"]
-                        for task, shares in summary["hallucination"]["nonspeech"]["tasks"].items()}})
+                        for task, shares in (reference_quiet or {"tasks": {}})["tasks"].items()}})
         log.info("%s %s: WER %.2f (the model it came from %.2f), %d of %d transcripts the same", name,
                  export.facts, wer, own_wer, same, len(ids))
     parity = {"model": str(model_dir), "split": "test", "device": device, **facts, "decoding": summary["decoding"],
               "rows": rows}
     atomic.write_json(parity_path(params, name), parity)
+    if reference_quiet is None:
+        summary["hallucination"]["nonspeech"] = _nonspeech_of_the_model(params, name, model_dir, quiet_of, options)
+        atomic.write_json(paths.metrics(name), summary)
     return parity
+
+
+def _nonspeech_of_the_model(params: config.Params, name: str, model_dir: Path, quiet_of: dict[str, dict],
+                            options: list[decoding.DecodingOptions]) -> dict:
+    """The trained model's non-speech result that its test decode left to `export_parity`: the export's, which decodes
+    the sets after the test split (`evaluation_export`: its parity holds), or else the model's own, decoded now;
+    either says which runtime wrote it."""
+    export = evaluation_export(params, name)
+    if export:
+        runtime = {"runtime": families.get(name).export_runtime, "dtype": export["compute_type"],
+                   "export": str(families.get(name).export_folder(model_dir, export["quantization"]))}
+        quiet = quiet_of[export["quantization"]]
+    else:
+        model = loaded(params, name, model_dir)
+        runtime, quiet = model.runtime, nonspeech_set(model.decoder, options, params.paths.splits / "test.tsv")
+    return quiet | {"decoding": quiet["decoding"] | runtime}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -541,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = config.load(args.params, config.parse_overrides(args.set))
         summary = evaluate(params, args.model_type, args.model_dir, args.output)
+        if "nonspeech" not in summary["hallucination"]:  # left to the export's parity check, as in 05
+            export_parity(params, args.model_type)
     except config.ParamsError as err:
         print(err, file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """The bundled demo corpus and its generator."""
+import json
 import re
 import shutil
 from collections import Counter
@@ -104,8 +105,6 @@ def test_each_stretch_keeps_the_speakers_voice():
 
 
 def test_the_retention_sets_are_plain_speech_by_voices_no_other_demo_set_has():
-    import json
-
     used = {(v["vi_voice"], v["variant"]) for folder in ("demo", "demo-heldout")
             for v in json.loads((DEMO.parent / folder / "generation.json").read_text())["voices"]}
     for language in ("vi", "en"):
@@ -122,7 +121,6 @@ def test_the_retention_sets_are_plain_speech_by_voices_no_other_demo_set_has():
 
 
 def test_the_voice_shift_set_has_voices_and_channels_unlike_every_training_voice():
-    import json
 
     folder = DEMO.parent / "demo-voiceshift"
     voices = json.loads((folder / "generation.json").read_text())["voices"]
@@ -170,3 +168,19 @@ def test_the_generator_makes_a_voice_shift_set(tmp_path):
     assert {s.speaker for s in found.segments} == {f"shift0{i}" for i in range(1, 5)}
     assert {s.audio.suffix for s in found.segments} == {".ogg", ".wav", ".mp3"}
     assert "--voiceshift" in (tmp_path / "shift" / "generation.json").read_text()
+
+
+def test_a_wide_corpus_has_more_variants_and_rates_and_none_of_another_sets_voices(tmp_path):
+    held = json.loads((DEMO.parent / "demo-heldout" / "generation.json").read_text())["voices"]
+    path = demo_corpus.generate(tmp_path / "wide", utterances=12, seed=7, speakers=12, wide=True,
+                                avoid=DEMO.parent / "demo-heldout")
+    voices = json.loads((path.parent / "generation.json").read_text())["voices"]
+    assert len(manifest.read(path).segments) == 12 and len(voices) == 12
+    others = set(demo_corpus.SHIFT_VARIANTS) | {v for vs in demo_corpus.PLAIN_VARIANTS.values() for v in vs}
+    assert {v["variant"] for v in voices} <= set(demo_corpus.VARIANTS + demo_corpus.WIDE_VARIANTS) and \
+        not set(demo_corpus.WIDE_VARIANTS) & others
+    assert not {(v["vi_voice"], v["variant"]) for v in voices} & {(v["vi_voice"], v["variant"]) for v in held}
+    assert all(120 <= v["speed"] <= 200 and 25 <= v["pitch"] <= 75 for v in voices)
+    shift_slow, shift_fast = demo_corpus.SHIFT_SPEEDS
+    assert shift_slow[1] < demo_corpus.WIDE_SPEEDS[0] and demo_corpus.WIDE_SPEEDS[1] < shift_fast[0]
+    assert "--wide --avoid" in (path.parent / "generation.json").read_text()

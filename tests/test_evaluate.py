@@ -147,3 +147,38 @@ def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split
     assert evaluate.evaluation_export(off, "whisper") is None
     with pytest.raises(config.ParamsError, match="ct2_evaluate: 'float16' is not one of ct2_parity"):
         config.load("params/demo.yaml", {"whisper": {"ct2_evaluate": "float16"}})
+
+
+def test_the_trained_models_nonspeech_set_is_decoded_once_by_the_export_whose_parity_holds(tmp_path, corpus,
+                                                                                           monkeypatch):
+    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8
+    final = params.paths.model("whisper") / "final"
+    atomic.write_json(final / "config.json", {})
+    assert evaluate.left_to_parity(params, "whisper", final, params.paths.results, "test")
+    assert not evaluate.left_to_parity(params, "whisper", final, params.paths.results, "heldout")
+    assert not evaluate.left_to_parity(params, "whisper", final, tmp_path / "elsewhere", "test")  # not 05's run
+    assert not evaluate.left_to_parity(params, "e2e", params.paths.model("e2e") / "final", params.paths.results,
+                                       "test")  # no export to evaluate with
+    options = [decoding.DecodingOptions(task=t, max_length=16, batch_size=4, temperatures=()) for t in tasks.TASKS]
+    real = evaluate.nonspeech_set
+    decoded_by = []
+
+    def nonspeech_set(decoder, options, split_file):
+        decoded_by.append(decoder)
+        return real(decoder, options, corpus)
+
+    monkeypatch.setattr(evaluate, "nonspeech_set", nonspeech_set)
+    model = evaluate.Loaded(None, _Echo(), str(final), None, {"runtime": "transformers", "dtype": "float32"})
+    monkeypatch.setattr(evaluate, "loaded", lambda *args, **kwargs: model)
+    by_export = real(_Echo(), options, corpus)
+    parity_file = params.paths.results / "whisper_ct2_parity.json"
+    atomic.write_json(parity_file, {"rows": [{"quantization": "int8", "compute_type": "int8_float32",
+                                              "delta_wer": 0.5, "delta_bleu": 0.0, "segments": 16}]})
+    found = evaluate._nonspeech_of_the_model(params, "whisper", final, {"int8": by_export}, options)
+    assert not decoded_by and found["outputs"] == by_export["outputs"]  # the export's decode, not another
+    assert found["decoding"]["runtime"] == "CTranslate2" and found["decoding"]["export"].endswith("ct2-int8")
+    atomic.write_json(parity_file, {"rows": [{"quantization": "int8", "compute_type": "int8_float32",
+                                              "delta_wer": 4.0, "delta_bleu": 0.0, "segments": 16}]})
+    found = evaluate._nonspeech_of_the_model(params, "whisper", final, {"int8": by_export}, options)
+    assert decoded_by == [model.decoder] and found["decoding"]["runtime"] == "transformers"  # parity failed
+    assert found["tasks"] == by_export["tasks"]
