@@ -111,7 +111,8 @@ def _training(hp, trained: dict | None) -> list[str]:
         lines += [f"| optimizer steps | {trained['global_step']} |",
                   f"| checkpoint kept (best val WER) | {trained['best_checkpoint']} |",
                   f"| trainable parameters | {trained['parameters']['trainable']:,} of "
-                  f"{trained['parameters']['total']:,} |", f"| device | {trained['device']} |"]
+                  f"{trained['parameters']['total']:,} |", f"| device | {trained['device']} |",
+                  f"| precision computed | {trained['precision']} |"]
         final, untrained = trained["final"], trained["untrained"]
         lines += ["", f"Val scores during training (greedy, {hp.eval_segments or 'all'} val segments per task, no "
                   "interval: a check that training moves, not a score; the evaluation below is the one to read), as "

@@ -47,6 +47,13 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
                                        last_complete_checkpoint(Path(self.args.output_dir)))
             return loss
 
+        def compute_loss_context_manager(self):
+            # accelerate autocasts the model's forward, but `share_encoder`'s pre-hook runs the encoder before it:
+            # autocast the whole call, so the encoder too computes in the params' precision
+            stack = super().compute_loss_context_manager()
+            stack.enter_context(self.accelerator.autocast())
+            return stack
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
             dataset = self.eval_dataset.get(eval_dataset) if isinstance(eval_dataset, str) else eval_dataset
             if isinstance(dataset, tasks.ExampleSet):
@@ -253,7 +260,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         "train_seconds": previous["train_seconds"] if no_new_steps else round(seconds, 1),
         "train_samples_per_second": previous["train_samples_per_second"] if no_new_steps
         else round(examples_per_second, 3),  # examples (one segment and task each), whether or not batches share
-        "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": hp.precision,
+        "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": precision.training(hp.precision),
         "device": str(state.device), "untrained": untrained, "final": final,
     }
     staging, final_dir = out_dir / "final.partial", out_dir / "final"

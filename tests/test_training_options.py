@@ -119,3 +119,35 @@ def test_packed_windows_train_with_a_share_of_timestamped_labels(tmp_path):
     assert all(e.labels[-2] >= timestamp for e in timed)  # each timed label ends on its last segment's end time
     summary = train.train(params, "whisper")
     assert summary["examples"]["train"] == len(examples) and summary["global_step"] == -(-len(windows) // 8)
+
+
+def test_a_cpu_trains_in_bf16_only_where_it_computes_bfloat16_itself(monkeypatch, caplog):
+    from lib import precision
+
+    monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    assert precision.trainer_flags("bf16") == {"bf16": True} and precision.training("bf16") == "bf16"
+    assert precision.trainer_flags("fp16") == {} and "fp16 needs a GPU; training in fp32" in caplog.text
+    assert precision.dtype("bf16", precision.torch.device("cpu")) == precision.torch.float32  # fp32 weights
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)  # emulated bf16 would be slower
+    caplog.clear()
+    assert precision.trainer_flags("bf16") == {} and "a CPU with native bfloat16" in caplog.text
+    assert precision.trainer_flags("fp32") == {} and precision.training("fp32") == "fp32"
+
+
+def test_the_shared_encoder_pass_computes_in_the_trainings_precision(tmp_path, monkeypatch):
+    from lib import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)  # bf16 autocast on any CPU (slower where emulated)
+    family = families.get("whisper")
+    encode, seen = type(family).encode, []
+
+    def recording_encode(self, bundle, batch):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return encode(self, bundle, batch)
+
+    monkeypatch.setattr(type(family), "encode", recording_encode)
+    params = tiny_run(tmp_path, precision="bf16", share_encoder=True, epochs=0.5, eval_segments=1)
+    summary = train.train(params, "whisper")
+    assert summary["precision"] == "bf16" and summary["global_step"] >= 1
+    assert seen and set(seen) == {torch.bfloat16}  # accelerate autocasts forward(); the pre-hook runs before it
