@@ -82,6 +82,7 @@ class EvaluationParams:
     vad: bool  # long-form: cut recordings at speech with Silero VAD before decoding (false: the family's own way)
     export_tolerance: float  # WER and BLEU points an export may differ from its model on the test split and still
     # decode the sets after it (a family's export to evaluate with: `whisper.ct2_evaluate`)
+    reuse_starting_decodes: bool  # the starting models' decodes kept per machine and read by later runs (lib.remember)
     retention: tuple[RetentionSet, ...]  # plain-language sets scored for what fine-tuning cost ([]: none)
 
     def check(self) -> list[str]:

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from lib import atomic, audio, config, decoding, families, features, longform, manifest as manifest_io, metrics, \
-    model_card, nonspeech, packing, precision, tasks, text
+    model_card, nonspeech, packing, precision, remember, tasks, text
 from lib.audio import SAMPLE_RATE
 from lib.families.base import local_or_hub
 
@@ -67,8 +67,9 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     # the test split's decode is the reference an export's parity is checked against: the model itself decodes it
     reference = split == "test" and not untrained or (model_dir is not None and model_dir.resolve() != own.resolve())
     export = None if reference else evaluation_export(params, name)
-    bundle, decoder, model_path, device, runtime = loaded(params, name, model_dir,
-                                                          export["quantization"] if export else "")
+    bundle, decoder, model_path, device, runtime, identity = loaded(params, name, model_dir,
+                                                                    export["quantization"] if export else "")
+    identity = identity if hp.reuse_starting_decodes else None
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -85,10 +86,11 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         raise decoding.DecodingError(f"{label}: {len(over)} segment(s) longer than the {decoder.input_limit:g} s the "
                                      f"model reads in one input ({', '.join(over[:5])}): cut them shorter in the "
                                      "manifest, or score the recordings whole (long-form)")
-    started = time.perf_counter()
-    decoded = decoding.decode(decoder, [inputs[i][family.input_column] for i in chosen], rows["duration"], options)
-    seconds = time.perf_counter() - started
-    log.info("%s: %d segments, both tasks from one encoder pass, in %.1f s", label, len(chosen), seconds)
+    found = remember.decode(identity, decoder, [inputs[i][family.input_column] for i in chosen], rows["duration"],
+                            options)
+    decoded, seconds = found.outputs, found.seconds
+    log.info("%s: %d segments, both tasks from one encoder pass, in %.1f s%s", label, len(chosen), seconds,
+             " (an earlier run's decode, read)" if found.reused else "")
     summary = {
         "model_type": name, "label": families.model_label(params, name),
         "model": "untrained" if untrained else "trained", "model_path": model_path,
@@ -101,7 +103,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                      **runtime, **({"parity_on_test": {k: export[k] for k in ("delta_wer", "delta_bleu", "segments")}}
                                    if export else {}),
                      "forced": {o.task: family.forced_prefix(o.task, language) for o in options},
-                     "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2)},
+                     "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2),
+                     "reused": found.reused},
         "bootstrap": {"resamples": hp.bootstrap_resamples, "seed": params.seed,
                       "interval": "95 % percentile bootstrap over utterances"},
         "device": str(device), "tasks": {}, "hallucination": {},
@@ -112,7 +115,8 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
     if (split == "test" or (untrained and not retained)) and not left_to_parity(params, name, model_dir, output_dir,
                                                                                 split):
-        summary["hallucination"]["nonspeech"] = nonspeech_set(decoder, options, paths.splits / f"{split}.tsv")
+        summary["hallucination"]["nonspeech"] = nonspeech_set(decoder, options, paths.splits / f"{split}.tsv",
+                                                              identity)
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(decoder, rows, params, split, options)
     if split == params.honest_split and not untrained and hp.long_form_seconds:
@@ -148,13 +152,15 @@ def retention(params: config.Params) -> dict[str, dict]:
 
 class Loaded(NamedTuple):
     """A model as 05 decodes it: its bundle (the export's runtime model, tokenizer and feature extractor for an
-    export), its decoder, what its metrics call it, its device, and the runtime its metrics record."""
+    export), its decoder, what its metrics call it, its device, the runtime its metrics record, and for a starting
+    model what its decodes are kept by (`remember.model_identity`)."""
 
     bundle: families.Bundle
     decoder: decoding.Decoder
     path: str
     device: torch.device
     runtime: dict
+    identity: str | None = None
 
 
 def loaded(params: config.Params, name: str, model_dir: Path | None, export: str = "") -> Loaded:
@@ -185,7 +191,8 @@ def loaded(params: config.Params, name: str, model_dir: Path | None, export: str
         older = [k for k in _LOADED if k[:3] == key[:3]]  # an older copy of the same folder
         for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
             del _LOADED[stale]
-        _LOADED[key] = Loaded(bundle, decoder, path, device, runtime)
+        identity = remember.model_identity(bundle.model, runtime) if model_dir is None else None
+        _LOADED[key] = Loaded(bundle, decoder, path, device, runtime, identity)
     return _LOADED[key]
 
 
@@ -304,18 +311,19 @@ def _written(texts: list[str]) -> list[decoding.Output]:
 BABBLE_SEGMENTS = 12  # speech segments of the scored set mixed into the non-speech set's two babble kinds
 
 
-def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOptions], split_file: Path) -> dict:
+def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOptions], split_file: Path,
+                  identity: str | None = None) -> dict:
     """What the model writes, per task, on 05's non-speech set (lib.nonspeech.evaluation_set, its babble made from
     the first segments of `split_file`), where any text at all is made up: per clip the text as written and as the
     no-speech gate leaves it, and the share of clips with text, all kinds and the kinds training never sees. A clip
-    longer than the model reads in one input is scored on its first `input_limit` seconds."""
+    longer than the model reads in one input is scored on its first `input_limit` seconds. With `identity`, an
+    earlier run's decode of the same model is read (`remember.decode`)."""
     clips = nonspeech_clips(split_file)
     limit = decoder.input_limit
     waves = [c.wave[:int(limit * SAMPLE_RATE)] if limit else c.wave for c in clips]
-    began = time.perf_counter()
-    decoded = decoding.decode(decoder, [decoder.input(w) for w in waves], [len(w) / SAMPLE_RATE for w in waves],
-                              options)
-    seconds = time.perf_counter() - began
+    found = remember.decode(identity, decoder, [decoder.input(w) for w in waves],
+                            [len(w) / SAMPLE_RATE for w in waves], options)
+    decoded, seconds = found.outputs, found.seconds
     held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
     outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
     shares = {}
@@ -335,7 +343,7 @@ def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOpti
             "gated_by": {"no_speech_threshold": options[0].no_speech_threshold,
                          "logprob_threshold": options[0].logprob_threshold,
                          "applies": bool(first) and first[0].no_speech_prob is not None},
-            "decoding": {"seconds": round(seconds, 2)}, "tasks": shares, "outputs": outputs}
+            "decoding": {"seconds": round(seconds, 2), "reused": found.reused}, "tasks": shares, "outputs": outputs}
 
 
 def nonspeech_clips(split_file: Path) -> tuple[nonspeech.Clip, ...]:

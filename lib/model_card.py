@@ -112,7 +112,7 @@ def _training(hp, trained: dict | None) -> list[str]:
                   f"| checkpoint kept (best val WER) | {trained['best_checkpoint']} |",
                   f"| trainable parameters | {trained['parameters']['trainable']:,} of "
                   f"{trained['parameters']['total']:,} |", f"| device | {trained['device']} |",
-                  f"| precision computed | {trained['precision']} |"]
+                  f"| precision computed | {trained.get('precision', hp.precision)} |"]
         final, untrained = trained["final"], trained["untrained"]
         lines += ["", f"Val scores during training (greedy, {hp.eval_segments or 'all'} val segments per task, no "
                   "interval: a check that training moves, not a score; the evaluation below is the one to read), as "

@@ -69,7 +69,10 @@ def _model(params: config.Params, name: str, found: dict[str, dict], overlap: di
         lines.append(f"- **What fine-tuning gained** on the {SET_DESCRIPTIONS[sets[0]].split(' (')[0].lower()}: "
                      + "; ".join(f"{metric.upper()} {_number(before, task, metric)} → {_number(honest, task, metric)}"
                                  for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
-                                 if task in honest["tasks"] and task in before["tasks"]) + ".")
+                                 if task in honest["tasks"] and task in before["tasks"])
+                     + (" (the starting model's outputs read from an earlier run's decode of the same model, inputs "
+                        "and settings: `evaluation.reuse_starting_decodes`)." if before["decoding"].get("reused")
+                        else "."))
     quiet = (test or honest)["hallucination"].get("nonspeech")
     if quiet:
         written = " and ".join(f"{round(quiet['clips'] * shares['with_text_gated'] / 100)} {OUTPUTS[task]}"

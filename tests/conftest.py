@@ -69,6 +69,12 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, "runner" not in item.name))
 
 
+@pytest.fixture(autouse=True)
+def own_decodes(tmp_path_factory, monkeypatch):
+    """Each test keeps its starting models' decodes apart (lib.remember): none reads another's, or an earlier run's."""
+    monkeypatch.setenv("VI_EN_CS_DECODES", str(tmp_path_factory.mktemp("decodes")))
+
+
 @pytest.fixture(scope="module")
 def tiny_whisper(tmp_path_factory):
     """A tiny Whisper with the real token layout (8 s window), loaded back through `load_whisper`."""

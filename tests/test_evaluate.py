@@ -121,7 +121,7 @@ def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
 
 
 def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split_holds(tmp_path, caplog):
-    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8, export_tolerance 2 points
+    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8, export_tolerance 3 points
     final = params.paths.model("whisper") / "final"
     parity_file = params.paths.results / "whisper_ct2_parity.json"
 
@@ -133,9 +133,9 @@ def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split
     assert evaluate.evaluation_export(params, "whisper") is None and "no parity check" in caplog.text
     parity(-1.5, 2.0)
     assert evaluate.evaluation_export(params, "whisper")["delta_wer"] == -1.5
-    parity(0.0, -2.5)
+    parity(0.0, -3.5)
     caplog.clear()
-    assert evaluate.evaluation_export(params, "whisper") is None and "-2.50 BLEU" in caplog.text
+    assert evaluate.evaluation_export(params, "whisper") is None and "-3.50 BLEU" in caplog.text
     parity(0.0, 0.0, "float16")  # a check of another quantization proves nothing of this one
     assert evaluate.evaluation_export(params, "whisper") is None
     parity(0.0, 0.0)

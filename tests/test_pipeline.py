@@ -232,6 +232,10 @@ def check_generalization(out):
         assert decoded["runtime"] == "CTranslate2" and decoded["dtype"] == int8["compute_type"]
         assert decoded["parity_on_test"] == {k: int8[k] for k in ("delta_wer", "delta_bleu", "segments")}
     assert (out / "whisper" / "untrained-ct2-int8" / "model.bin").exists()  # the starting model's export
+    quiet = whisper["hallucination"]["nonspeech"]  # decoded once, by the export, in its parity check
+    assert quiet["decoding"]["runtime"] == "CTranslate2" and "hf_nonspeech_transcribe_with_text_gated" not in int8
+    assert quiet["tasks"]["transcribe"]["with_text_gated"] == int8["nonspeech_transcribe_with_text_gated"]
+    check_starting_decodes_are_read_again(out)
     assert json.loads((out / "results" / "e2e_heldout_metrics.json").read_text())["decoding"]["runtime"] == \
         "transformers"  # no exports
     assert "**Decoded by** its CTranslate2 export" in (out / "summary.md").read_text()
@@ -239,6 +243,23 @@ def check_generalization(out):
     shown = "".join(str(o) for c in report.cells if c.cell_type == "code" for o in c.outputs)
     assert "held-out set" in shown and "measures generalization" in shown and "transformers WER" in shown
     assert "long-form WER" in shown and "words written in pauses" in shown and "non-speech, transcribes with text" in shown and "never in training" in shown
+
+
+def check_starting_decodes_are_read_again(out):
+    """The starting model's decodes are kept (lib.remember): evaluating it again reads them, with the same scores."""
+    from lib import evaluate
+
+    params = config.validate(json.loads((out / "provenance.json").read_text())["params"], source="provenance")
+    first = json.loads((out / "results" / "whisper_untrained_heldout_metrics.json").read_text())
+    again = evaluate.evaluate(params, "whisper", split="heldout", untrained=True, output_dir=out / "again")
+    assert not first["decoding"]["reused"] and again["decoding"]["reused"]
+    assert again["decoding"]["seconds"] == first["decoding"]["seconds"]  # the seconds of the decode that wrote them
+    assert not first["hallucination"]["nonspeech"]["decoding"]["reused"]
+    assert again["hallucination"]["nonspeech"]["decoding"]["reused"]
+    for task, metric in (("transcribe", "wer"), ("translate", "bleu")):
+        assert again["tasks"][task]["metrics"][metric] == first["tasks"][task]["metrics"][metric]
+    assert (out / "again" / "predictions_whisper_untrained_heldout_transcribe.tsv").read_text() == \
+        (out / "results" / "predictions_whisper_untrained_heldout_transcribe.tsv").read_text()
 
 
 def check_retention(out):
