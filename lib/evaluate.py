@@ -321,9 +321,9 @@ def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOpti
     clips = nonspeech_clips(split_file)
     limit = decoder.input_limit
     waves = [c.wave[:int(limit * SAMPLE_RATE)] if limit else c.wave for c in clips]
-    found = remember.decode(identity, decoder, [decoder.input(w) for w in waves],
-                            [len(w) / SAMPLE_RATE for w in waves], options)
-    decoded, seconds = found.outputs, found.seconds
+    done = remember.decode(identity, decoder, [decoder.input(w) for w in waves],
+                           [len(w) / SAMPLE_RATE for w in waves], options)
+    decoded, seconds = done.outputs, done.seconds
     held_out = [c.kind in nonspeech.HELD_OUT_KINDS for c in clips]
     outputs = [{"kind": c.kind, "name": c.name, "held_out_kind": h, "tasks": {}} for c, h in zip(clips, held_out)]
     shares = {}
@@ -343,7 +343,7 @@ def nonspeech_set(decoder: decoding.Decoder, options: list[decoding.DecodingOpti
             "gated_by": {"no_speech_threshold": options[0].no_speech_threshold,
                          "logprob_threshold": options[0].logprob_threshold,
                          "applies": bool(first) and first[0].no_speech_prob is not None},
-            "decoding": {"seconds": round(seconds, 2), "reused": found.reused}, "tasks": shares, "outputs": outputs}
+            "decoding": {"seconds": round(seconds, 2), "reused": done.reused}, "tasks": shares, "outputs": outputs}
 
 
 def nonspeech_clips(split_file: Path) -> tuple[nonspeech.Clip, ...]:
