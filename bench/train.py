@@ -90,7 +90,7 @@ def reference_run(params, hp, model, dataset, collator, name: str) -> dict:
         lr_scheduler_type="linear", num_train_epochs=1, eval_strategy="no", save_strategy="no",
         logging_steps=hp.logging_steps, report_to="none", seed=params.seed, disable_tqdm=True,
         dataloader_num_workers=hp.dataloader_workers, use_cpu=not torch.cuda.is_available(),
-        **precision.trainer_flags(hp.precision))
+        **precision.trainer_flags(precision.training(hp.precision)))
     clock = common.step_clock()
     output = Seq2SeqTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                             callbacks=[clock]).train()

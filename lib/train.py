@@ -217,6 +217,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
 
     set_seed(params.seed)
     out_dir, results = params.paths.model(name), params.paths.results
+    computed = precision.training(hp.precision)
     args = Seq2SeqTrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.eval_batch_size, gradient_accumulation_steps=hp.grad_accum,
@@ -229,7 +230,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         train_sampling_strategy=family.sampling, dataloader_num_workers=hp.dataloader_workers, report_to="none",
         remove_unused_columns=False,  # the family's collator reads every field of its items (task_labels too)
         seed=params.seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        **precision.trainer_flags(hp.precision),
+        **precision.trainer_flags(computed),
     )
     trainer = make_trainer(family, bundle, hp, args=args, train_dataset=train_dataset, eval_dataset=eval_sets,
                            processing_class=bundle.processor or bundle.tokenizer,
@@ -260,7 +261,7 @@ def train(params: config.Params, name: str, callbacks: Sequence = ()) -> dict:
         "train_seconds": previous["train_seconds"] if no_new_steps else round(seconds, 1),
         "train_samples_per_second": previous["train_samples_per_second"] if no_new_steps
         else round(examples_per_second, 3),  # examples (one segment and task each), whether or not batches share
-        "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": precision.training(hp.precision),
+        "peak_memory_mb": round(peak_memory_mb() or 0, 1), "precision": computed,
         "device": str(state.device), "untrained": untrained, "final": final,
     }
     staging, final_dir = out_dir / "final.partial", out_dir / "final"

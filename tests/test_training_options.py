@@ -126,13 +126,13 @@ def test_a_cpu_trains_in_bf16_only_where_it_computes_bfloat16_itself(monkeypatch
 
     monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
-    assert precision.trainer_flags("bf16") == {"bf16": True} and precision.training("bf16") == "bf16"
-    assert precision.trainer_flags("fp16") == {} and "fp16 needs a GPU; training in fp32" in caplog.text
+    assert precision.training("bf16") == "bf16" and precision.trainer_flags("bf16") == {"bf16": True}
+    assert precision.training("fp16") == "fp32" and "fp16 needs a GPU; training in fp32" in caplog.text
     assert precision.dtype("bf16", precision.torch.device("cpu")) == precision.torch.float32  # fp32 weights
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)  # emulated bf16 would be slower
     caplog.clear()
-    assert precision.trainer_flags("bf16") == {} and "a CPU with native bfloat16" in caplog.text
-    assert precision.trainer_flags("fp32") == {} and precision.training("fp32") == "fp32"
+    assert precision.training("bf16") == "fp32" and "a CPU with native bfloat16" in caplog.text
+    assert precision.training("fp32") == "fp32" and precision.trainer_flags("fp32") == {}
 
 
 def test_the_shared_encoder_pass_computes_in_the_trainings_precision(tmp_path, monkeypatch):
