@@ -191,7 +191,8 @@ def loaded(params: config.Params, name: str, model_dir: Path | None, export: str
         older = [k for k in _LOADED if k[:3] == key[:3]]  # an older copy of the same folder
         for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
             del _LOADED[stale]
-        identity = remember.model_identity(bundle.model, runtime) if model_dir is None else None
+        identity = None if model_dir is not None else \
+            remember.model_identity(bundle.model, runtime | {"device": str(device)})
         _LOADED[key] = Loaded(bundle, decoder, path, device, runtime, identity)
     return _LOADED[key]
 

@@ -46,7 +46,7 @@ def code_digest() -> str:
 
 def model_identity(model, runtime: dict) -> str:
     """What the model computes with: the export's `model.bin` where an export runtime decodes it, else its parameters
-    and buffers, with the runtime and dtype."""
+    and buffers, with the runtime, dtype and device `runtime` names."""
     import torch
 
     digest = hashlib.sha256(json.dumps({k: v for k, v in runtime.items() if k != "export"}, sort_keys=True).encode())
