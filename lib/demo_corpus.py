@@ -274,13 +274,12 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
         voices = make_voices(speakers, seed, prefix=f"plain{plain}", variants=PLAIN_VARIANTS[plain])
         sentences = plain_sentences(plain, utterances, seed)
     else:
-        if held_out:
-            used = json.loads((Path(held_out) / "generation.json").read_text(encoding="utf-8"))["voices"]
-            voices = make_shift_voices(speakers, seed, frozenset(v["variant"] for v in used)) if voiceshift_from \
-                else make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in used), prefix="held")
+        if voiceshift_from:
+            voices = make_shift_voices(speakers, seed, frozenset(variant for _, variant in voice_pairs(held_out)))
+        elif heldout_from:
+            voices = make_voices(speakers, seed, voice_pairs(held_out), prefix="held")
         else:
-            avoided = json.loads((Path(avoid) / "generation.json").read_text(encoding="utf-8"))["voices"] if avoid else []
-            voices = make_voices(speakers, seed, frozenset((v["vi_voice"], v["variant"]) for v in avoided),
+            voices = make_voices(speakers, seed, voice_pairs(avoid) if avoid else frozenset(),
                                  variants=VARIANTS + WIDE_VARIANTS if wide else VARIANTS,
                                  speeds=WIDE_SPEEDS if wide else SPEEDS)
         maker = SentenceMaker(seed, templates_file)
@@ -317,6 +316,12 @@ def generate(out: str | Path, utterances: int, seed: int, speakers: int = 30, he
         "voices": [vars(v) for v in voices],
     })
     return path
+
+
+def voice_pairs(folder: Path) -> frozenset[tuple[str, str]]:
+    """The (Vietnamese voice, variant) of each speaker of a generated set."""
+    voices = json.loads((Path(folder) / "generation.json").read_text(encoding="utf-8"))["voices"]
+    return frozenset((v["vi_voice"], v["variant"]) for v in voices)
 
 
 def _write_recording(out: Path, voice: Voice, number: int, segments: list[tuple[Sentence, np.ndarray]],

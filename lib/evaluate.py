@@ -69,7 +69,6 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     export = None if reference else evaluation_export(params, name)
     bundle, decoder, model_path, device, runtime, identity = loaded(params, name, model_dir,
                                                                     export["quantization"] if export else "")
-    identity = identity if hp.reuse_starting_decodes else None
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -153,7 +152,8 @@ def retention(params: config.Params) -> dict[str, dict]:
 class Loaded(NamedTuple):
     """A model as 05 decodes it: its bundle (the export's runtime model, tokenizer and feature extractor for an
     export), its decoder, what its metrics call it, its device, the runtime its metrics record, and for a starting
-    model what its decodes are kept by (`remember.model_identity`)."""
+    model whose decodes are kept (`evaluation.reuse_starting_decodes`) what they are kept by
+    (`remember.model_identity`)."""
 
     bundle: families.Bundle
     decoder: decoding.Decoder
@@ -191,8 +191,8 @@ def loaded(params: config.Params, name: str, model_dir: Path | None, export: str
         older = [k for k in _LOADED if k[:3] == key[:3]]  # an older copy of the same folder
         for stale in older or list(_LOADED)[:max(0, len(_LOADED) + 1 - KEPT)]:  # or the longest kept
             del _LOADED[stale]
-        identity = None if model_dir is not None else \
-            remember.model_identity(bundle.model, runtime | {"device": str(device)})
+        identity = remember.model_identity(bundle.model, runtime | {"device": str(device)}) \
+            if model_dir is None and params.evaluation.reuse_starting_decodes else None
         _LOADED[key] = Loaded(bundle, decoder, path, device, runtime, identity)
     return _LOADED[key]
 
@@ -559,14 +559,10 @@ def _nonspeech_of_the_model(params: config.Params, name: str, model_dir: Path, q
     the sets after the test split (`evaluation_export`: its parity holds), or else the model's own, decoded now;
     either says which runtime wrote it."""
     export = evaluation_export(params, name)
-    if export:
-        runtime = {"runtime": families.get(name).export_runtime, "dtype": export["compute_type"],
-                   "export": str(families.get(name).export_folder(model_dir, export["quantization"]))}
-        quiet = quiet_of[export["quantization"]]
-    else:
-        model = loaded(params, name, model_dir)
-        runtime, quiet = model.runtime, nonspeech_set(model.decoder, options, params.paths.splits / "test.tsv")
-    return quiet | {"decoding": quiet["decoding"] | runtime}
+    model = loaded(params, name, model_dir, export["quantization"] if export else "")  # what decodes the later sets
+    quiet = quiet_of[export["quantization"]] if export else \
+        nonspeech_set(model.decoder, options, params.paths.splits / "test.tsv")
+    return quiet | {"decoding": quiet["decoding"] | model.runtime}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -169,7 +169,10 @@ def test_the_trained_models_nonspeech_set_is_decoded_once_by_the_export_whose_pa
 
     monkeypatch.setattr(evaluate, "nonspeech_set", nonspeech_set)
     model = evaluate.Loaded(None, _Echo(), str(final), None, {"runtime": "transformers", "dtype": "float32"})
-    monkeypatch.setattr(evaluate, "loaded", lambda *args, **kwargs: model)
+    export = evaluate.Loaded(None, _Echo(), str(final), None, {"runtime": "CTranslate2", "dtype": "int8_float32",
+                                                                "export": str(final.parent / "ct2-int8")})
+    monkeypatch.setattr(evaluate, "loaded", lambda params, name, model_dir, quantization="": export if quantization
+                        else model)
     by_export = real(_Echo(), options, corpus)
     parity_file = params.paths.results / "whisper_ct2_parity.json"
     atomic.write_json(parity_file, {"rows": [{"quantization": "int8", "compute_type": "int8_float32",
