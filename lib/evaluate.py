@@ -215,8 +215,9 @@ def _export_paths(params: config.Params, name: str, model_dir: Path | None, expo
 def evaluation_export(params: config.Params, name: str) -> dict | None:
     """The parity row of the export that decodes the family's sets after the test split (its section's
     `ct2_evaluate`, see `Family.evaluation_export`), when 05's parity check of it on the test split is newer than the
-    trained model and within `evaluation.export_tolerance` of it in WER and BLEU; None (the model itself decodes)
-    otherwise, with a warning saying why."""
+    trained model and its WER and BLEU are within `evaluation.export_tolerance` of the model's, or differ by more
+    only within chance (the difference's paired 95 % interval holds zero: on a few segments one word moves a score
+    by a point); None (the model itself decodes) otherwise, with a warning saying why."""
     wanted = families.get(name).evaluation_export(params.section(name))
     if not wanted:
         return None
@@ -229,12 +230,30 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
         log.warning("%s: no parity check of the %s export newer than the model (run export_parity first): the "
                     "model itself decodes every set", name, wanted)
         return None
-    if max(abs(row["delta_wer"]), abs(row["delta_bleu"])) > params.evaluation.export_tolerance:
-        log.warning("%s: the %s export differs from the model by %+.2f WER, %+.2f BLEU on the test split (more than "
-                    "%g points): the model itself decodes every set", name, wanted, row["delta_wer"],
-                    row["delta_bleu"], params.evaluation.export_tolerance)
+    tolerance = params.evaluation.export_tolerance
+    beyond = [metric for metric in ("wer", "bleu") if abs(row[f"delta_{metric}"]) > tolerance]
+    shown = [metric for metric in beyond if not _within_chance(row.get(f"delta_{metric}_ci95"))]
+    said = ", ".join(f"{row[f'delta_{m}']:+.2f} {m.upper()} {_interval(row.get(f'delta_{m}_ci95'))}"
+                     for m in ("wer", "bleu"))
+    if shown:
+        log.warning("%s: the %s export differs from the model by %s on the test split (more than %g points, and "
+                    "beyond chance: the paired interval excludes zero): the model itself decodes every set", name,
+                    wanted, said, tolerance)
         return None
+    if beyond:
+        log.info("%s: the %s export differs from the model by %s on %d test segments: more than %g points, within "
+                 "chance (the paired interval holds zero): it decodes the other sets", name, wanted, said,
+                 row["segments"], tolerance)
     return row
+
+
+def _within_chance(interval: list[float] | None) -> bool:
+    """Whether a paired 95 % interval of a difference holds zero (none given: the difference stands)."""
+    return bool(interval) and None not in interval and interval[0] <= 0 <= interval[1]
+
+
+def _interval(interval: list[float] | None) -> str:
+    return f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval and None not in interval else "(no interval)"
 
 
 def left_to_parity(params: config.Params, name: str, model_dir: Path | None, output_dir: Path, split: str) -> bool:
@@ -532,11 +551,17 @@ def export_parity(params: config.Params, name: str) -> dict | None:
         quiet = quiet_of[export.facts["quantization"]]["tasks"]
         wer = metrics.wer(references["transcribe"], texts["transcribe"])
         bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
+        paired = {metric: metrics.paired_difference(references[task], own[task], hyps, metric, hp.bootstrap_resamples,
+                                                    params.seed)
+                  for metric, task, hyps in (("wer", "transcribe", texts["transcribe"]),
+                                             ("bleu", "translate", [texts["translate"][i] for i in translated]))}
         same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
                    for a, b in zip(texts["transcribe"], own["transcribe"]))
         rows.append({**export.facts, "wer": round(wer, 2), "hf_wer": round(own_wer, 2),
                      "delta_wer": round(wer - own_wer, 2), "bleu": round(bleu, 2), "hf_bleu": round(own_bleu, 2),
-                     "delta_bleu": round(bleu - own_bleu, 2), "same_transcripts": same, "segments": len(ids),
+                     "delta_bleu": round(bleu - own_bleu, 2),
+                     **{f"delta_{m}_ci95": d.to_dict()["ci95"] for m, d in paired.items()},
+                     "same_transcripts": same, "segments": len(ids),
                      "segments_per_second": round(len(ids) / seconds, 2),
                      "hf_segments_per_second": summary["decoding"]["segments_per_second"],
                      **{f"nonspeech_{task}_with_text_gated": quiet[task]["with_text_gated"] for task in quiet},

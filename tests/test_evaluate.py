@@ -1,5 +1,6 @@
 """lib.evaluate without a trained model: targets, the predictions round trip, the non-speech set, clear errors, and
 which scores a model card takes."""
+import logging
 import os
 from dataclasses import replace
 
@@ -121,21 +122,31 @@ def test_a_model_card_leaves_out_scores_older_than_its_training(tmp_path):
 
 
 def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split_holds(tmp_path, caplog):
-    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8, export_tolerance 3 points
+    params = params_for(tmp_path)  # the demo's whisper.ct2_evaluate: int8, export_tolerance 2 points
     final = params.paths.model("whisper") / "final"
     parity_file = params.paths.results / "whisper_ct2_parity.json"
 
-    def parity(delta_wer, delta_bleu, quantization="int8"):
+    def parity(delta_wer, delta_bleu, quantization="int8", **intervals):
         atomic.write_json(parity_file, {"rows": [{"quantization": quantization, "delta_wer": delta_wer,
-                                                  "delta_bleu": delta_bleu, "segments": 16}]})
+                                                  "delta_bleu": delta_bleu, "segments": 16, **intervals}]})
 
     atomic.write_json(final / "config.json", {})
     assert evaluate.evaluation_export(params, "whisper") is None and "no parity check" in caplog.text
     parity(-1.5, 2.0)
     assert evaluate.evaluation_export(params, "whisper")["delta_wer"] == -1.5
-    parity(0.0, -3.5)
+    parity(0.0, -3.5)  # beyond the tolerance, no interval to say it is chance
     caplog.clear()
-    assert evaluate.evaluation_export(params, "whisper") is None and "-3.50 BLEU" in caplog.text
+    assert evaluate.evaluation_export(params, "whisper") is None and "-3.50 BLEU (no interval)" in caplog.text
+    parity(0.0, -3.5, delta_wer_ci95=[-1.0, 1.0], delta_bleu_ci95=[-7.2, 0.4])  # beyond, but within chance
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lib.evaluate"):
+        assert evaluate.evaluation_export(params, "whisper")["delta_bleu"] == -3.5
+    assert "-3.50 BLEU [-7.20, +0.40]" in caplog.text and "within chance" in caplog.text
+    parity(4.5, 0.0, delta_wer_ci95=[0.7, 8.9], delta_bleu_ci95=[-2.0, 2.0])  # beyond, and the interval excludes 0
+    caplog.clear()
+    assert evaluate.evaluation_export(params, "whisper") is None and "+4.50 WER [+0.70, +8.90]" in caplog.text
+    parity(1.9, -1.9, delta_wer_ci95=[0.5, 5.0], delta_bleu_ci95=[-5.0, -0.5])  # within the tolerance: holds
+    assert evaluate.evaluation_export(params, "whisper")["delta_wer"] == 1.9
     parity(0.0, 0.0, "float16")  # a check of another quantization proves nothing of this one
     assert evaluate.evaluation_export(params, "whisper") is None
     parity(0.0, 0.0)

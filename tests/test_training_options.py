@@ -121,18 +121,21 @@ def test_packed_windows_train_with_a_share_of_timestamped_labels(tmp_path):
     assert summary["examples"]["train"] == len(examples) and summary["global_step"] == -(-len(windows) // 8)
 
 
-def test_a_cpu_trains_in_bf16_only_where_it_computes_bfloat16_itself(monkeypatch, caplog):
+def test_a_cpu_trains_and_decodes_in_bf16_only_where_it_computes_bfloat16_itself(monkeypatch, caplog):
     from lib import precision
 
+    cpu = precision.torch.device("cpu")
     monkeypatch.setattr(precision.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
     assert precision.training("bf16") == "bf16" and precision.trainer_flags("bf16") == {"bf16": True}
     assert precision.training("fp16") == "fp32" and "fp16 needs a GPU; training in fp32" in caplog.text
-    assert precision.dtype("bf16", precision.torch.device("cpu")) == precision.torch.float32  # fp32 weights
+    assert precision.dtype("bf16", cpu) == precision.torch.bfloat16  # 05 decodes in it
+    assert precision.dtype("fp16", cpu) == precision.dtype("fp32", cpu) == precision.torch.float32
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)  # emulated bf16 would be slower
     caplog.clear()
     assert precision.training("bf16") == "fp32" and "a CPU with native bfloat16" in caplog.text
     assert precision.training("fp32") == "fp32" and precision.trainer_flags("fp32") == {}
+    assert precision.dtype("bf16", cpu) == precision.torch.float32
 
 
 def test_the_shared_encoder_pass_computes_in_the_trainings_precision(tmp_path, monkeypatch):
