@@ -54,6 +54,12 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
             stack.enter_context(self.accelerator.autocast())
             return stack
 
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+            # generate() runs the encoder outside the forward accelerate autocasts: val decodes in the precision too
+            with self.accelerator.autocast():
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
+                                               **gen_kwargs)
+
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **gen_kwargs):
             dataset = self.eval_dataset.get(eval_dataset) if isinstance(eval_dataset, str) else eval_dataset
             if isinstance(dataset, tasks.ExampleSet):
@@ -300,10 +306,12 @@ def summary_table(summary: dict) -> pd.DataFrame:
 
 
 def val_samples(params: config.Params, name: str, per_task: int = 4) -> pd.DataFrame:
-    """The first val segments of each task decoded by `<name>/final` (greedy, as val is scored during training),
-    beside their references."""
+    """The first val segments of each task decoded by `<name>/final` (greedy and in the training's precision, as val
+    is scored during training), beside their references."""
     family, hp = families.get(name), params.section(name)
     bundle = family.load_trained(params.paths.model(name) / "final")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    bundle.model.to(device, precision.dtype(hp.precision, device))
     val = family.prepare_features(params.paths, bundle, splits=("val",))["val"].load()
     inputs = val.with_format("numpy", columns=[family.input_column])
     columns = {c: val[c] for c in ("id", "duration", *tasks.TEXT_COLUMN.values())}

@@ -138,19 +138,30 @@ def test_a_cpu_trains_and_decodes_in_bf16_only_where_it_computes_bfloat16_itself
     assert precision.dtype("bf16", cpu) == precision.torch.float32
 
 
-def test_the_shared_encoder_pass_computes_in_the_trainings_precision(tmp_path, monkeypatch):
+def test_the_shared_encoder_pass_and_val_decoding_compute_in_the_trainings_precision(tmp_path, monkeypatch):
+    from transformers import WhisperForConditionalGeneration
+
     from lib import precision
 
     monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)  # bf16 autocast on any CPU (slower where emulated)
     family = families.get("whisper")
-    encode, seen = type(family).encode, []
+    encode, generate, seen, generating = type(family).encode, WhisperForConditionalGeneration.generate, [], []
+
+    def autocast_dtype():
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
 
     def recording_encode(self, bundle, batch):
-        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        seen.append(autocast_dtype())
         return encode(self, bundle, batch)
 
+    def recording_generate(self, *args, **kwargs):
+        generating.append(autocast_dtype())
+        return generate(self, *args, **kwargs)
+
     monkeypatch.setattr(type(family), "encode", recording_encode)
+    monkeypatch.setattr(WhisperForConditionalGeneration, "generate", recording_generate)
     params = tiny_run(tmp_path, precision="bf16", share_encoder=True, epochs=0.5, eval_segments=1)
     summary = train.train(params, "whisper")
     assert summary["precision"] == "bf16" and summary["global_step"] >= 1
     assert seen and set(seen) == {torch.bfloat16}  # accelerate autocasts forward(); the pre-hook runs before it
+    assert generating and set(generating) == {torch.bfloat16}  # and generate() encodes outside forward()
