@@ -200,8 +200,12 @@ def nonspeech_table(params: config.Params):
 
 def parity_table(parity: dict):
     """A model's exports (evaluate.export_parity) against the model they came from, decoded by transformers, on the
-    test segments: WER, BLEU, their differences, and the decoding speed of both tasks."""
-    frame = pd.DataFrame(parity["rows"]).rename(columns={
+    test segments: WER, BLEU, their differences with their paired 95 % intervals, and the decoding speed of both
+    tasks."""
+    rows = [{key: value for key, value in row.items() if not key.endswith("_ci95")} |
+            {f"delta_{m}": _difference(row[f"delta_{m}"], row.get(f"delta_{m}_ci95")) for m in ("wer", "bleu")}
+            for row in parity["rows"]]
+    frame = pd.DataFrame(rows).rename(columns={
         "quantization": "export", "compute_type": "computed as", "size_mb": "size (MB)", "wer": "WER (%)",
         "hf_wer": "transformers WER (%)", "delta_wer": "WER difference", "bleu": "BLEU", "hf_bleu": "transformers BLEU",
         "delta_bleu": "BLEU difference", "same_transcripts": "same transcripts",
@@ -209,6 +213,12 @@ def parity_table(parity: dict):
     runtime = [f"{key} {value}" for key, value in parity.items() if key not in ("model", "split", "device", "decoding",
                                                                                    "rows")]
     return styled(frame, ", ".join(["test split", parity["device"], *runtime, "both tasks decoded per segment"]))
+
+
+def _difference(value: float, interval: list | None) -> str:
+    """A difference with its paired interval where the parity file has one (older ones do not)."""
+    low, high = interval or (None, None)
+    return f"{value:+.2f}" + (f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else "")
 
 
 def views_table(results: dict[str, dict]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from lib import atomic, config, decoding, evaluate, model_card, tasks
+from lib import atomic, config, decoding, evaluate, model_card, report, tasks
 
 
 def params_for(tmp_path):
@@ -158,6 +158,17 @@ def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split
     assert evaluate.evaluation_export(off, "whisper") is None
     with pytest.raises(config.ParamsError, match="ct2_evaluate: 'float16' is not one of ct2_parity"):
         config.load("params/demo.yaml", {"whisper": {"ct2_evaluate": "float16"}})
+
+
+def test_the_parity_table_gives_each_difference_with_its_paired_interval():
+    row = {"quantization": "int8", "wer": 33.1, "hf_wer": 32.4, "delta_wer": 0.72, "delta_wer_ci95": [0.0, 2.29],
+           "bleu": 17.8, "hf_bleu": 18.0, "delta_bleu": -0.16, "delta_bleu_ci95": [-0.72, 0.22], "segments": 16}
+    older = {key: value for key, value in row.items() if not key.endswith("_ci95")}  # written before the intervals
+    parity = {"model": "m", "split": "test", "device": "cpu", "decoding": {}, "rows": [row, older]}
+    frame = report.parity_table(parity).data
+    assert frame["WER difference"].tolist() == ["+0.72 [+0.00, +2.29]", "+0.72"]
+    assert frame["BLEU difference"].tolist() == ["-0.16 [-0.72, +0.22]", "-0.16"]
+    assert not [c for c in frame.columns if "ci95" in c]
 
 
 def test_the_trained_models_nonspeech_set_is_decoded_once_by_the_export_whose_parity_holds(tmp_path, corpus,

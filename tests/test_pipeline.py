@@ -223,6 +223,7 @@ def check_generalization(out):
         assert row["hf_wer"] == pytest.approx(whisper["tasks"]["transcribe"]["metrics"]["wer"]["value"], abs=0.01)
         assert row["segments"] == whisper["segments"] and row["segments_per_second"] > 0
         assert row["delta_wer"] == pytest.approx(row["wer"] - row["hf_wer"], abs=0.02)
+        assert all(row[f"delta_{m}_ci95"][0] <= row[f"delta_{m}_ci95"][1] for m in ("wer", "bleu"))  # paired
         assert 0 <= row["nonspeech_transcribe_with_text_gated"] <= 100  # the export on the non-speech set too
         assert (out / "whisper" / f"ct2-{row['quantization']}" / "model.bin").exists()
     assert whisper["decoding"]["runtime"] == "transformers"  # the test split: the reference of the parity check
