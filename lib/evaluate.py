@@ -549,12 +549,13 @@ def export_parity(params: config.Params, name: str) -> dict | None:
         seconds = time.perf_counter() - began
         quiet_of[export.facts["quantization"]] = nonspeech_set(export.decoder, options, paths.splits / "test.tsv")
         quiet = quiet_of[export.facts["quantization"]]["tasks"]
+        translations = [texts["translate"][i] for i in translated]  # the segments with a reference translation
         wer = metrics.wer(references["transcribe"], texts["transcribe"])
-        bleu = metrics.bleu(references["translate"], [texts["translate"][i] for i in translated])
+        bleu = metrics.bleu(references["translate"], translations)
         paired = {metric: metrics.paired_difference(references[task], own[task], hyps, metric, hp.bootstrap_resamples,
                                                     params.seed)
                   for metric, task, hyps in (("wer", "transcribe", texts["transcribe"]),
-                                             ("bleu", "translate", [texts["translate"][i] for i in translated]))}
+                                             ("bleu", "translate", translations))}
         same = sum(text.normalize_for_scoring(a) == text.normalize_for_scoring(b)
                    for a, b in zip(texts["transcribe"], own["transcribe"]))
         rows.append({**export.facts, "wer": round(wer, 2), "hf_wer": round(own_wer, 2),
