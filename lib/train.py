@@ -55,8 +55,14 @@ def make_trainer(family: families.Family, bundle: families.Bundle, hp: config.Tr
             return stack
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-            # generate() runs the encoder outside the forward accelerate autocasts: val decodes in the precision too
+            # generate() runs the encoder outside the forward accelerate autocasts, and the val loss would run it
+            # again: one encoder pass, in the training's precision, for both
             with self.accelerator.autocast():
+                if self.args.predict_with_generate and not prediction_loss_only:
+                    inputs = self._prepare_inputs(inputs)
+                    with torch.no_grad():
+                        encoded = family.encode(bundle, inputs)
+                    inputs = {k: v for k, v in inputs.items() if k != family.input_column} | encoded
                 return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
                                                **gen_kwargs)
 

@@ -140,6 +140,7 @@ def test_a_cpu_trains_and_decodes_in_bf16_only_where_it_computes_bfloat16_itself
 
 def test_the_shared_encoder_pass_and_val_decoding_compute_in_the_trainings_precision(tmp_path, monkeypatch):
     from transformers import WhisperForConditionalGeneration
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     from lib import precision
 
@@ -158,10 +159,19 @@ def test_the_shared_encoder_pass_and_val_decoding_compute_in_the_trainings_preci
         generating.append(autocast_dtype())
         return generate(self, *args, **kwargs)
 
+    encoder_forward, evaluating = WhisperEncoder.forward, []
+
+    def recording_encoder(self, *args, **kwargs):
+        evaluating.extend([] if self.training else [1])
+        return encoder_forward(self, *args, **kwargs)
+
     monkeypatch.setattr(type(family), "encode", recording_encode)
     monkeypatch.setattr(WhisperForConditionalGeneration, "generate", recording_generate)
+    monkeypatch.setattr(WhisperEncoder, "forward", recording_encoder)
     params = tiny_run(tmp_path, precision="bf16", share_encoder=True, epochs=0.5, eval_segments=1)
     summary = train.train(params, "whisper")
     assert summary["precision"] == "bf16" and summary["global_step"] >= 1
     assert seen and set(seen) == {torch.bfloat16}  # accelerate autocasts forward(); the pre-hook runs before it
     assert generating and set(generating) == {torch.bfloat16}  # and generate() encodes outside forward()
+    assert summary["final"]["final_transcribe_loss"] > 0  # the val loss is still computed
+    assert len(evaluating) == len(generating)  # each val batch: one encoder pass for its decode and its loss

@@ -51,6 +51,31 @@ def test_tiny_whisper_follows_the_real_token_layout(tiny):
     assert tiny.feature_extractor.nb_max_frames == 2 * model.config.max_source_positions == 800  # 8 s window
 
 
+def test_on_a_cpu_the_encoder_attends_through_sdpa_and_the_decoder_eagerly_with_sdpas_results(tiny, tmp_path):
+    model = tiny.model.eval()
+    assert model.config._attn_implementation == whisper.CPU_ATTENTION  # no GPU here: load_whisper's CPU choice
+    sdpa_model = whisper.load_whisper(model.name_or_path, attn_implementation="sdpa").model.eval()
+    features = torch.randn(2, 80, tiny.feature_extractor.nb_max_frames)
+    prompt = torch.tensor([[model.config.decoder_start_token_id, *tiny.tokenizer.convert_tokens_to_ids(
+        ["<|vi|>", "<|transcribe|>", "<|notimestamps|>"])]] * 2)
+    queries, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query, *args, **kwargs):
+        queries.append(query.shape[-2])
+        return sdpa(query, *args, **kwargs)
+
+    with torch.inference_mode():
+        expected = sdpa_model(input_features=features, decoder_input_ids=prompt).logits
+        torch.nn.functional.scaled_dot_product_attention = recording_sdpa
+        try:
+            logits = model(input_features=features, decoder_input_ids=prompt).logits
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = sdpa
+    layers = model.config.encoder_layers
+    assert queries == [model.config.max_source_positions] * layers  # the encoder's frames only: no decoder row
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_dev_default_goes_through_the_same_loader(monkeypatch):
     params = config.load("params/dev.yaml")
     assert params.whisper.model == "openai/whisper-tiny" and not params.whisper.build_tiny

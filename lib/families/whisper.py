@@ -552,17 +552,41 @@ class TokenLogProbs:
         return (chosen.masked_fill(~counted, 0).sum(1) / counted.sum(1).clamp(min=1)).tolist()
 
 
-def load_whisper(name: str | Path, attn_implementation: str = "sdpa") -> Bundle:
-    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`. Gate
-    thresholds in its generation_config.json (folders trained by earlier versions saved them) are cleared in memory:
-    the lib applies the gate itself (lib.decoding)."""
+def load_whisper(name: str | Path, attn_implementation: str | None = None) -> Bundle:
+    """A hub id ("openai/whisper-tiny") or a folder saved with `save_pretrained`, through `from_pretrained`, with
+    SDPA attention on a GPU and `cpu_attention` on a machine without one. Gate thresholds in its
+    generation_config.json (folders trained by earlier versions saved them) are cleared in memory: the lib applies
+    the gate itself (lib.decoding)."""
+    import torch
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(str(name))
-    model = WhisperForConditionalGeneration.from_pretrained(str(name), attn_implementation=attn_implementation)
+    attention = attn_implementation or ("sdpa" if torch.cuda.is_available() else cpu_attention())
+    model = WhisperForConditionalGeneration.from_pretrained(str(name), attn_implementation=attention)
     for key in GATE_KEYS:
         setattr(model.generation_config, key, None)
     return Bundle(model, processor.tokenizer, processor.feature_extractor, processor)
+
+
+CPU_ATTENTION = "sdpa_encoder_eager_decoder"  # Whisper's attention on a CPU: `cpu_attention`
+
+
+def cpu_attention() -> str:
+    """Register Whisper's attention on a CPU with transformers and return its name: SDPA in the encoder, eager
+    attention in the decoder. SDPA's CPU flash kernel is the faster on the encoder's 1,500 frames (whisper-base in
+    bfloat16: 0.38 against 0.57 s a window) and the slower on the one query row of a decoding step (16 rows: about
+    twice as long a token); training steps take as long either way (docs/performance.md)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import eager_mask
+    from transformers.models.whisper.modeling_whisper import eager_attention_forward
+
+    def attention(module, *args, **kwargs):
+        return (eager_attention_forward if module.is_decoder else sdpa_attention_forward)(module, *args, **kwargs)
+
+    AttentionInterface.register(CPU_ATTENTION, attention)
+    AttentionMaskInterface.register(CPU_ATTENTION, eager_mask)
+    return CPU_ATTENTION
 
 
 def build_tiny_whisper(out: str | Path, texts: Iterable[str], window_seconds: int = 8, vocab_size: int = 2000,
