@@ -23,7 +23,7 @@ import json
 import shutil
 
 from bench import common
-from lib import atomic, augment, config, demo_corpus, evaluate, families, metrics, tasks
+from lib import atomic, augment, config, demo_corpus, evaluate, families, metrics, stored, tasks
 
 SUBSET_PER_SPEAKER = 8  # demo segments per speaker trained on (the split keeps a fifth of the speakers out)
 EPOCHS = 2.0
@@ -80,7 +80,7 @@ def run(case: str, seed: int) -> dict:
     speech = common.trained_speech(params) * EPOCHS  # as recorded: the perturbed copies hold the same speech
     heldout = evaluate.evaluate(params, "whisper", split="heldout")
     retained = {split: evaluate.evaluate(params, "whisper", split=split) for split in params.retention_splits}
-    predictions = {task: evaluate.read_predictions(params.paths.results, config.result_name("whisper", "heldout"),
+    predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", "heldout"),
                                                    task) for task in tasks.TASKS}
     found = {"case": case, "seed": seed, "settings": augment.settings(params.whisper),
              "steps": summary["global_step"], "examples": summary["examples"]["train"],

@@ -30,7 +30,7 @@ import json
 import shutil
 
 from bench import augment as augment_bench, common
-from lib import atomic, augment, config, demo_corpus, evaluate, tasks
+from lib import atomic, augment, config, demo_corpus, evaluate, stored, tasks
 
 SUBSET_PER_SPEAKER = augment_bench.SUBSET_PER_SPEAKER
 EPOCHS = 1.0  # one epoch of the subset (bench.augment trains two: twelve cases of it would take twice as long)
@@ -127,7 +127,7 @@ def run(case: str, seed: int) -> dict:
              "train_seconds": round(seconds, 1), "speech_seconds_per_second": round(speech / seconds, 2)}
     for split in SETS:
         scored = evaluate.evaluate(params, "whisper", split=split)
-        predictions = {task: evaluate.read_predictions(params.paths.results, config.result_name("whisper", split),
+        predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", split),
                                                        task) for task in tasks.TASKS}
         found[split] = {"segments": scored["segments"],
                         **{task: scored["tasks"][task]["metrics"][metric] for task, metric in

@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator
 import pandas as pd
 import seaborn as sns
 
-from lib import atomic, evaluate, families, metrics
+from lib import atomic, families, metrics, stored
 from lib.config import SPLITS
 
 PALETTE = "colorblind"
@@ -100,7 +100,7 @@ def score_comparison(params, task: str, metric: str, out: Path) -> plt.Figure:
     test split hatched, with 95 % intervals and the target as a dashed line; one colour per model (`colour`)."""
     sns.set_theme(style="whitegrid", palette=PALETTE)
     sets = list(reversed(params.eval_sets))
-    found = {split: {name: summary for name, untrained, summary in evaluate.written_metrics(params, split)
+    found = {split: {name: summary for name, untrained, summary in stored.metrics(params, split)
                      if not untrained} for split in sets}
     names = [name for name in params.family_names if name in found[sets[-1]]]
     scores = [[found[split].get(name, {}).get("tasks", {}).get(task, {}).get("metrics", {}).get(metric, _MISSING)
@@ -204,7 +204,7 @@ def hallucination(params, out: Path) -> plt.Figure:
     sns.set_theme(style="whitegrid", palette=PALETTE)
     loops, quiet, palette = [], [], {}
     for split in params.eval_sets:
-        for name, untrained, found in evaluate.written_metrics(params, split):
+        for name, untrained, found in stored.metrics(params, split):
             model = f"{found['label']}, {'as it started' if untrained else 'fine-tuned'}"
             palette[model] = colour(name, untrained)
             views = {"transcripts": found["hallucination"]["transcribe"]["share"],

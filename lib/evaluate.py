@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from lib import atomic, audio, config, decoding, families, features, longform, manifest as manifest_io, metrics, \
-    model_card, nonspeech, packing, precision, remember, tasks, text
+    model_card, nonspeech, packing, precision, remember, stored, tasks, text
 from lib.audio import SAMPLE_RATE
 from lib.families.base import local_or_hub
 
@@ -221,7 +221,7 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
     wanted = families.get(name).evaluation_export(params.section(name))
     if not wanted:
         return None
-    parity_file = parity_path(params, name)
+    parity_file = stored.parity_path(params, name)
     final = params.paths.model(name) / "final" / "config.json"
     rows = json.loads(parity_file.read_text(encoding="utf-8"))["rows"] \
         if parity_file.exists() and _modified(parity_file) >= _modified(final) else []
@@ -274,15 +274,6 @@ def load(family: families.Family, model_dir: Path) -> families.Bundle:
     if not (model_dir / "config.json").exists():
         raise ModelMissing(f"{model_dir}: no trained {family.name} model there; run {family.notebook} first")
     return family.load_trained(model_dir)
-
-
-def written_metrics(params: config.Params, split: str):
-    """(family, untrained, metrics) for every metrics file 05 wrote for the split, in family order, trained first."""
-    for name in params.family_names:
-        for untrained in (False, True):
-            path = params.paths.metrics(name, split, untrained)
-            if path.exists():
-                yield name, untrained, json.loads(path.read_text(encoding="utf-8"))
 
 
 def score(task: str, rows: dict[str, list], decoded: list[decoding.Output], options: decoding.DecodingOptions,
@@ -488,26 +479,6 @@ def targets(summary: dict, hp: config.EvaluationParams) -> list[dict]:
     return rows
 
 
-def read_predictions(results_dir: Path, model_type: str, task: str) -> pd.DataFrame:
-    return pd.read_csv(results_dir / f"predictions_{model_type}_{task}.tsv", sep="\t", quoting=3,
-                       keep_default_na=False, na_values={"wer": [""]}, dtype={"id": str, "speaker": str})
-
-
-def load_results(params: config.Params) -> dict[str, dict]:
-    """family name -> its test-split metrics JSON, for the run's models evaluated so far (at least one, or
-    FileNotFoundError)."""
-    found = {name: params.paths.metrics(name) for name in params.family_names}
-    results = {name: json.loads(p.read_text(encoding="utf-8")) for name, p in found.items() if p.exists()}
-    if not results:
-        raise FileNotFoundError(f"{params.paths.results}: no *_metrics.json yet; run 05_evaluate first")
-    return results
-
-
-def parity_path(params: config.Params, name: str) -> Path:
-    """`results/<name>_<export_format>_parity.json`: what `export_parity` wrote of the family's exports."""
-    return params.paths.results / f"{name}_{families.get(name).export_format}_parity.json"
-
-
 def exports(params: config.Params) -> dict[str, dict]:
     """`export_parity` for every family of the run whose params section asks for exports: name -> the parity."""
     checked = {name: export_parity(params, name) for name in params.family_names}
@@ -526,7 +497,7 @@ def export_parity(params: config.Params, name: str) -> dict | None:
     facts, converted = family.export_models(params.section(name), model_dir, device)
     if not converted:
         return None
-    scored = {task: read_predictions(paths.results, name, task) for task in tasks.TASKS}
+    scored = {task: stored.predictions(paths.results, name, task) for task in tasks.TASKS}
     summary = json.loads(paths.metrics(name).read_text(encoding="utf-8"))
     bundle = loaded(params, name, model_dir)[0]  # its inputs are the exports' (same processor)
     test = family.prepare_features(paths, bundle, splits=("test",))["test"].load()
@@ -572,7 +543,7 @@ def export_parity(params: config.Params, name: str) -> dict | None:
                  export.facts, wer, own_wer, same, len(ids))
     parity = {"model": str(model_dir), "split": "test", "device": device, **facts, "decoding": summary["decoding"],
               "rows": rows}
-    atomic.write_json(parity_path(params, name), parity)
+    atomic.write_json(stored.parity_path(params, name), parity)
     if reference_quiet is None:
         summary["hallucination"]["nonspeech"] = _nonspeech_of_the_model(params, name, model_dir, quiet_of, options)
         atomic.write_json(paths.metrics(name), summary)

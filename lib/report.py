@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lib import audio, config, evaluate, manifest as manifest_io, metrics, split as splitting
+from lib import audio, config, manifest as manifest_io, metrics, split as splitting, stored
 
 GENERALIZATION_OVERLAP = 50  # percent of word trigrams seen in training below which a set's wording counts as new
 PASS_COLOUR, FAIL_COLOUR = "#cfe3f5", "#f9d9b8"  # blue and orange from the colour-blind palette, lightened
@@ -50,7 +50,7 @@ def generalization_table(params: config.Params):
                                      for name in ("heldout", "voiceshift")}}
     rows = []
     for split in params.eval_sets:
-        for name, untrained, summary in evaluate.written_metrics(params, split):
+        for name, untrained, summary in stored.metrics(params, split):
             scores = {metric.upper(): f"{_value(score)} {_interval(score)}"
                       for task, metric in (("transcribe", "wer"), ("translate", "bleu"))
                       if (score := summary["tasks"].get(task, {}).get("metrics", {}).get(metric))}
@@ -80,7 +80,7 @@ def retention_table(params: config.Params):
                 if task not in tuned["tasks"]:
                     continue
                 before, after = (s["tasks"][task]["metrics"][metric] for s in (start, tuned))
-                predictions = [evaluate.read_predictions(params.paths.results, config.result_name(name, split, u),
+                predictions = [stored.predictions(params.paths.results, config.result_name(name, split, u),
                                                          task) for u in (True, False)]
                 change = metrics.paired_difference(predictions[0]["reference"].tolist(),
                                                    predictions[0]["hypothesis"].tolist(),
@@ -99,7 +99,7 @@ def recordings_table(params: config.Params):
     and BLEU beside the same segments scored one by one, and the real-time factor of the whole call."""
     split = params.honest_split
     rows = []
-    for name, untrained, summary in evaluate.written_metrics(params, split):
+    for name, untrained, summary in stored.metrics(params, split):
         if "recordings" not in summary:
             continue
         found, short = summary["recordings"], summary["tasks"]
@@ -139,7 +139,7 @@ def long_form_table(params: config.Params):
     silence or noise (long-form), with their ratio (a model that still works on whole recordings keeps WER near its
     segment WER), and the words it wrote inside the pauses (transcripts / translations)."""
     rows = []
-    for name, untrained, summary in evaluate.written_metrics(params, "test"):
+    for name, untrained, summary in stored.metrics(params, "test"):
         if "long_form" not in summary:
             continue
         long, short = summary["long_form"]["tasks"], summary["tasks"]
@@ -163,7 +163,7 @@ def hallucination_table(params: config.Params):
     non-speech clips on which the model wrote anything, without and with the no-speech gate."""
     rows = []
     for split in params.eval_sets:
-        for name, untrained, summary in evaluate.written_metrics(params, split):
+        for name, untrained, summary in stored.metrics(params, split):
             found = summary["hallucination"]
             quiet = found.get("nonspeech", {}).get("tasks", {})
             rows.append({"model": summary["label"], "weights": "as it started" if untrained else "fine-tuned",
@@ -181,7 +181,7 @@ def nonspeech_table(params: config.Params):
     with the no-speech gate, and one thing it wrote; kinds training never sees are marked."""
     rows = []
     for split in params.eval_sets:
-        for name, untrained, summary in evaluate.written_metrics(params, split):
+        for name, untrained, summary in stored.metrics(params, split):
             found = summary["hallucination"].get("nonspeech")
             if not found:
                 continue
@@ -253,7 +253,7 @@ def worst_utterances(params: config.Params, model_type: str, task: str, count: i
     translations) with the reference, the hypothesis and an audio player."""
     from IPython.display import Audio, Markdown, display
 
-    predictions = evaluate.read_predictions(params.paths.results, model_type, task)
+    predictions = stored.predictions(params.paths.results, model_type, task)
     if task == "transcribe":
         worst = predictions.sort_values(["wer", "errors"], ascending=False).head(count)
     else:
@@ -270,7 +270,7 @@ def worst_utterances(params: config.Params, model_type: str, task: str, count: i
 def errors_by(params: config.Params, model_type: str, by: str):
     """WER of a model's transcripts per speaker (`by="speaker"`) or per code-mixing bin (`by="cmi_bin"`), worst
     first, as a table captioned with the model."""
-    predictions = evaluate.read_predictions(params.paths.results, model_type, "transcribe")
+    predictions = stored.predictions(params.paths.results, model_type, "transcribe")
     grouped = predictions[predictions.scored].groupby(by).agg(segments=("id", "size"),
                                                               words=("reference_words", "sum"),
                                                               errors=("errors", "sum"))
@@ -288,8 +288,8 @@ def error_browser(params: config.Params):
         return Markdown("*The error browser needs a live kernel (JupyterLab); this report ran headless.*")
     import ipywidgets as widgets
 
-    frames = {m: evaluate.read_predictions(params.paths.results, m, "transcribe")
-              for m in evaluate.load_results(params)}
+    frames = {m: stored.predictions(params.paths.results, m, "transcribe")
+              for m in stored.test_metrics(params)}
     model = widgets.Dropdown(options=list(frames), description="model")
     by = widgets.Dropdown(options=[("speaker", "speaker"), ("code-mixing bin", "cmi_bin")], description="by")
     group = widgets.Dropdown(description="group")

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from lib import atomic, config, decoding, evaluate, model_card, report, tasks
+from lib import atomic, config, decoding, evaluate, model_card, report, stored, tasks
 
 
 def params_for(tmp_path):
@@ -36,14 +36,14 @@ def test_predictions_round_trip_keeps_text_and_numbers(tmp_path):
     frame = pd.DataFrame({"id": ["a", "b"], "speaker": ["007", ""], "wer": [12.5, None], "scored": [True, False],
                           "reference": ["Em gửi report nhé", "..."], "hypothesis": ["em gửi ripo nhé", ""]})
     atomic.write_frame(tmp_path / "predictions_whisper_transcribe.tsv", frame)
-    back = evaluate.read_predictions(tmp_path, "whisper", "transcribe")
+    back = stored.predictions(tmp_path, "whisper", "transcribe")
     assert back.speaker.tolist() == ["007", ""] and back.hypothesis.tolist() == ["em gửi ripo nhé", ""]
     assert back.wer[0] == 12.5 and pd.isna(back.wer[1]) and back.scored.tolist() == [True, False]
 
 
 def test_results_are_required_before_charts(tmp_path):
     with pytest.raises(FileNotFoundError, match="run 05_evaluate first"):
-        evaluate.load_results(params_for(tmp_path))
+        stored.test_metrics(params_for(tmp_path))
 
 
 def test_cli_reports_a_missing_model_with_exit_1(tmp_path, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import demo_slice
-from lib import config, decoding, evaluate, families, manifest, pipeline, prepare, split, train
+from lib import config, decoding, evaluate, families, manifest, pipeline, prepare, split, stored, train
 from lib.families import Family, whisper
 
 FAMILY_DIR = config.PROJECT_ROOT / "lib" / "families"
@@ -136,10 +136,10 @@ def test_conformance_prepare_train_decode_score(entry, registry, tmp_path):
         scored = metrics["tasks"][task]
         expected = sum(bool(seg.translation) for seg in segments["test"]) if task == "translate" else rows["test"]
         assert scored["samples"] == expected and scored["metrics"][metric]["value"] >= 0
-        predictions = evaluate.read_predictions(out / "results", name, task)
+        predictions = stored.predictions(out / "results", name, task)
         assert len(predictions) == expected and predictions["reference"].str.len().gt(0).all()
     assert metrics["long_form"]["files"] >= 1 and metrics["hallucination"]["nonspeech"]["clips"] >= 20
-    assert list(evaluate.load_results(params)) == [name]
+    assert list(stored.test_metrics(params)) == [name]
 
 
 @pytest.mark.slow

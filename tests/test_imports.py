@@ -1,6 +1,9 @@
 """lib/ has no import cycles: module-level imports, imports inside functions, and the family registry's discovery
-(lib.families imports every module of its package that defines FAMILY) all count."""
+(lib.families imports every module of its package that defines FAMILY) all count; and the modules 01 and 06 use
+load no torch."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from lib import config
@@ -72,3 +75,11 @@ def test_lib_has_no_import_cycles():
 def test_the_schema_and_the_token_conventions_are_leaves():
     graph = import_graph()
     assert graph["lib.schema"] == set() and graph["lib.whisper_tokens"] == set()
+
+
+def test_the_reports_and_charts_read_05s_files_without_loading_torch():
+    # 01 and 06 draw and tabulate only: importing torch and transformers would cost each notebook seconds
+    code = "import sys; from lib import charts, report, split, stored, summary; print('torch' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=config.PROJECT_ROOT).stdout.strip()
+    assert loaded == "False"

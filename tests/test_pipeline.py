@@ -287,7 +287,7 @@ def check_retention(out):
 def check_recordings(out, cli_out):
     """05 hands the held-out files that hold its scored segments (a sample), whole, to lib.transcribe, and scores each
     against all its segments joined; the CLI on the same files with the same settings gives the same WER."""
-    from lib import evaluate, manifest, metrics, text
+    from lib import manifest, metrics, stored, text
 
     segments = manifest.read(out / "splits" / "heldout.tsv").segments
     recordings: dict[str, list] = {}
@@ -297,7 +297,7 @@ def check_recordings(out, cli_out):
         summary = json.loads((out / "results" / f"{name}_heldout_metrics.json").read_text())
         found = summary["recordings"]
         files = [t["audio"] for t in found["transcripts"]]
-        scored = set(evaluate.read_predictions(out / "results", f"{name}_heldout", "transcribe")["id"])
+        scored = set(stored.predictions(out / "results", f"{name}_heldout", "transcribe")["id"])
         holding = {f for f, inside in recordings.items() if any(s.id in scored for s in inside)}
         assert len(scored) == SAMPLE and sorted(files) == sorted(holding)  # the files of the sample, each once
         assert found["segments_joined"] == sum(len(recordings[f]) for f in files) > SAMPLE  # their other segments too
@@ -397,10 +397,10 @@ def check_chart_consistency(out):
     from matplotlib.colors import to_rgb
     from test_charts import overlapping
 
-    from lib import charts, evaluate, families, split as splitting
+    from lib import charts, families, split as splitting, stored
 
     params = config.validate(json.loads((out / "provenance.json").read_text())["params"], source="provenance")
-    results = evaluate.load_results(params)
+    results = stored.test_metrics(params)
     histories = {m: json.loads((out / "results" / f"{m}_history.json").read_text()) for m in results}
     expected = {}
     for name in params.family_names:
