@@ -67,8 +67,9 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
     # the test split's decode is the reference an export's parity is checked against: the model itself decodes it
     reference = split == "test" and not untrained or (model_dir is not None and model_dir.resolve() != own.resolve())
     export = None if reference else evaluation_export(params, name)
-    bundle, decoder, model_path, device, runtime, identity = loaded(params, name, model_dir,
-                                                                    export["quantization"] if export else "")
+    whole = loaded(params, name, model_dir, export["quantization"] if export else "")  # recordings, non-speech
+    segmented = whole if export is None or export_decodes_segments(export) else loaded(params, name, model_dir)
+    bundle, decoder, model_path, device, runtime, identity = segmented
 
     test = family.prepare_features(paths, bundle, splits=(split,))[split].load()
     chosen = sample(test["speaker"], hp.segments)
@@ -99,8 +100,7 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
                      "no_speech_threshold": hp.no_speech_threshold, "logprob_threshold": hp.logprob_threshold,
                      "compression_ratio_threshold": hp.compression_ratio_threshold,
                      "fallback_temperatures": list(hp.fallback_temperatures),
-                     **runtime, **({"parity_on_test": {k: export[k] for k in ("delta_wer", "delta_bleu", "segments")}}
-                                   if export else {}),
+                     **runtime,
                      "forced": {o.task: family.forced_prefix(o.task, language) for o in options},
                      "seconds": round(seconds, 2), "segments_per_second": round(len(chosen) / seconds, 2),
                      "reused": found.reused},
@@ -114,12 +114,21 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
     if (split == "test" or (untrained and not retained)) and not left_to_parity(params, name, model_dir, output_dir,
                                                                                 split):
-        summary["hallucination"]["nonspeech"] = nonspeech_set(decoder, options, paths.splits / f"{split}.tsv",
-                                                              identity)
+        quiet = nonspeech_set(whole.decoder, options, paths.splits / f"{split}.tsv", whole.identity)
+        summary["hallucination"]["nonspeech"] = quiet | {"decoding": quiet["decoding"] | whole.runtime}
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(decoder, rows, params, split, options)
     if split == params.honest_split and not untrained and hp.long_form_seconds:
-        summary["recordings"] = recordings(name, decoder, rows, params, split, options)
+        found_whole = recordings(name, whole.decoder, rows, params, split, options)
+        summary["recordings"] = found_whole | {"decoding": found_whole["decoding"] | whole.runtime}
+    if export:  # what the export decoded of this set, and how it compared with the model on the test split
+        parts = [part for part, done in (("segments", segmented is whole),
+                                         ("non-speech clips", "nonspeech" in summary["hallucination"]),
+                                         ("recordings", "recordings" in summary)) if done]
+        summary["export"] = {**whole.runtime, "decoded": parts,
+                             "parity_on_test": {k: export[k] for k in ("delta_wer", "delta_bleu", "segments",
+                                                                       "segments_per_second",
+                                                                       "hf_segments_per_second")}}
     summary["targets"] = targets(summary, hp)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["evaluated_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -197,7 +206,7 @@ def loaded(params: config.Params, name: str, model_dir: Path | None, export: str
     return _LOADED[key]
 
 
-KEPT = 4  # models `loaded` keeps: a run's two families, trained and as they started
+KEPT = 6  # models `loaded` keeps: a run's two families, trained and as they started, and an export of each
 _LOADED: dict[tuple, Loaded] = {}  # `loaded`'s models, by family, folder and export, oldest first
 
 
@@ -245,6 +254,20 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
                  "chance (the paired interval holds zero): it decodes the other sets", name, wanted, said,
                  row["segments"], tolerance)
     return row
+
+
+def export_decodes_segments(row: dict) -> bool:
+    """Whether the export that decodes a family's later sets (`evaluation_export`) decodes their segments too, or
+    only their recordings and non-speech clips: where it decoded the test segments at least as fast as the model
+    did. Whole recordings and non-speech clips go to the export either way: ctranslate2 writes long outputs, one
+    window at a time, about three times as fast. On a CPU that computes bfloat16, the model's encoder (most of a
+    short segment's cost) is the faster (docs/performance.md)."""
+    faster = row["segments_per_second"] >= row["hf_segments_per_second"]
+    if not faster:
+        log.info("the %s export decoded the test segments slower than the model (%.2f against %.2f a second): the "
+                 "model decodes the later sets' segments, the export their recordings and non-speech clips",
+                 row["quantization"], row["segments_per_second"], row["hf_segments_per_second"])
+    return faster
 
 
 def _within_chance(interval: list[float] | None) -> bool:

@@ -141,13 +141,15 @@ def _scores(scored: dict[str, dict], report: dict | None) -> list[str]:
                          f"{score['value']:.1f}" + (f" [{low:.1f}, {high:.1f}]" if low is not None else ""))
         lines.append(f"| {SET_NAMES[split]} | {summary['segments']} of {summary['segments_in_split']} | "
                      + " | ".join(cells) + " |")
-    exported = [split for split, summary in scored.items() if "parity_on_test" in summary.get("decoding", {})]
+    exported = {split: summary["export"] for split, summary in scored.items()
+                if summary.get("export", {}).get("decoded")}
     if exported:
-        first = scored[exported[0]]["decoding"]
+        first = next(iter(exported.values()))
         parity = first["parity_on_test"]
-        lines += ["", f"The {' and '.join(SET_NAMES[s] for s in exported)} were decoded by this model's "
-                  f"{first['runtime']} export ({first['dtype']}), which scored {parity['delta_wer']:+.2f} WER and "
-                  f"{parity['delta_bleu']:+.2f} BLEU against the model itself on {parity['segments']} test segments."]
+        parts = ", ".join(f"the {SET_NAMES[s]}'s {' and '.join(e['decoded'])}" for s, e in exported.items())
+        lines += ["", f"{parts[:1].upper()}{parts[1:]} were decoded by this model's {first['runtime']} export "
+                  f"({first['dtype']}), which scored {parity['delta_wer']:+.2f} WER and {parity['delta_bleu']:+.2f} "
+                  f"BLEU against the model itself on {parity['segments']} test segments."]
     if report:
         overlap = splitting.trigram_overlap(report)
         held, shifted = overlap["heldout"], overlap["voiceshift"]

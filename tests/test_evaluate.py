@@ -160,6 +160,15 @@ def test_an_export_decodes_the_other_sets_only_once_its_parity_on_the_test_split
         config.load("params/demo.yaml", {"whisper": {"ct2_evaluate": "float16"}})
 
 
+def test_the_export_decodes_the_later_segments_only_where_it_decoded_the_test_segments_as_fast(caplog):
+    row = {"quantization": "int8", "segments_per_second": 0.99, "hf_segments_per_second": 1.50}
+    with caplog.at_level(logging.INFO, logger="lib.evaluate"):
+        assert not evaluate.export_decodes_segments(row)  # a CPU that computes bfloat16: the model's encoder wins
+    assert "0.99 against 1.50" in caplog.text and "recordings and non-speech clips" in caplog.text
+    assert evaluate.export_decodes_segments(row | {"segments_per_second": 1.7})  # fp32 elsewhere: the export wins
+    assert evaluate.export_decodes_segments(row | {"segments_per_second": 1.5})
+
+
 def test_the_parity_table_gives_each_difference_with_its_paired_interval():
     row = {"quantization": "int8", "wer": 33.1, "hf_wer": 32.4, "delta_wer": 0.72, "delta_wer_ci95": [0.0, 2.29],
            "bleu": 17.8, "hf_bleu": 18.0, "delta_bleu": -0.16, "delta_bleu_ci95": [-0.72, 0.22], "segments": 16}

@@ -228,10 +228,21 @@ def check_generalization(out):
         assert (out / "whisper" / f"ct2-{row['quantization']}" / "model.bin").exists()
     assert whisper["decoding"]["runtime"] == "transformers"  # the test split: the reference of the parity check
     int8 = parity["rows"][0]
+    segments_too = int8["segments_per_second"] >= int8["hf_segments_per_second"]  # measured on this machine
     for label in ("heldout", "voiceshift", "untrained_heldout", "retention-vi", "untrained_retention-en"):
-        decoded = json.loads((out / "results" / f"whisper_{label}_metrics.json").read_text())["decoding"]
-        assert decoded["runtime"] == "CTranslate2" and decoded["dtype"] == int8["compute_type"]
-        assert decoded["parity_on_test"] == {k: int8[k] for k in ("delta_wer", "delta_bleu", "segments")}
+        found = json.loads((out / "results" / f"whisper_{label}_metrics.json").read_text())
+        export = found["export"]  # what the export decoded of the set
+        assert export["runtime"] == "CTranslate2" and export["dtype"] == int8["compute_type"]
+        assert export["parity_on_test"] == {k: int8[k] for k in ("delta_wer", "delta_bleu", "segments",
+                                                                 "segments_per_second", "hf_segments_per_second")}
+        assert ("segments" in export["decoded"]) == segments_too
+        assert found["decoding"]["runtime"] == ("CTranslate2" if segments_too else "transformers")
+    heldout = json.loads((out / "results" / "whisper_heldout_metrics.json").read_text())
+    assert "recordings" in heldout["export"]["decoded"] and heldout["recordings"]["decoding"]["runtime"] == \
+        "CTranslate2"  # whole recordings: the export, whichever decodes the segments
+    starting = json.loads((out / "results" / "whisper_untrained_heldout_metrics.json").read_text())
+    assert "non-speech clips" in starting["export"]["decoded"]
+    assert starting["hallucination"]["nonspeech"]["decoding"]["runtime"] == "CTranslate2"
     assert (out / "whisper" / "untrained-ct2-int8" / "model.bin").exists()  # the starting model's export
     quiet = whisper["hallucination"]["nonspeech"]  # decoded once, by the export, in its parity check
     assert quiet["decoding"]["runtime"] == "CTranslate2" and "hf_nonspeech_transcribe_with_text_gated" not in int8
@@ -310,7 +321,7 @@ def check_recordings(out, cli_out):
         assert all(set(w) == {"transcribe", "translate"} for w in written)
         assert (out / "results" / found["outputs"] / f"{found['transcripts'][0]['name']}.vi.srt").exists()
         decoding = summary["decoding"]
-        model = decoding.get("export") or str(out / name / "final")  # what 05 decoded with (ct2_evaluate)
+        model = found["decoding"].get("export") or str(out / name / "final")  # what decoded them (ct2_evaluate)
         proc = subprocess.run([sys.executable, "-m", "lib.transcribe", *files, "--model", model,
                                "--out", str(cli_out / name), "--format", "json", "--device", "cpu",
                                "--max-length", str(decoding["max_length"]), "--batch-size", str(decoding["batch_size"]),
