@@ -80,8 +80,8 @@ def retention_table(params: config.Params):
                 if task not in tuned["tasks"]:
                     continue
                 before, after = (s["tasks"][task]["metrics"][metric] for s in (start, tuned))
-                predictions = [stored.predictions(params.paths.results, config.result_name(name, split, u),
-                                                         task) for u in (True, False)]
+                predictions = [stored.predictions(params.paths.results, config.result_name(name, split, u), task)
+                               for u in (True, False)]
                 change = metrics.paired_difference(predictions[0]["reference"].tolist(),
                                                    predictions[0]["hypothesis"].tolist(),
                                                    predictions[1]["hypothesis"].tolist(), metric,
