@@ -80,8 +80,8 @@ def run(case: str, seed: int) -> dict:
     speech = common.trained_speech(params) * EPOCHS  # as recorded: the perturbed copies hold the same speech
     heldout = evaluate.evaluate(params, "whisper", split="heldout")
     retained = {split: evaluate.evaluate(params, "whisper", split=split) for split in params.retention_splits}
-    predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", "heldout"),
-                                                   task) for task in tasks.TASKS}
+    predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", "heldout"), task)
+                   for task in tasks.TASKS}
     found = {"case": case, "seed": seed, "settings": augment.settings(params.whisper),
              "steps": summary["global_step"], "examples": summary["examples"]["train"],
              "train_seconds": round(seconds, 1),

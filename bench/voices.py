@@ -127,8 +127,8 @@ def run(case: str, seed: int) -> dict:
              "train_seconds": round(seconds, 1), "speech_seconds_per_second": round(speech / seconds, 2)}
     for split in SETS:
         scored = evaluate.evaluate(params, "whisper", split=split)
-        predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", split),
-                                                       task) for task in tasks.TASKS}
+        predictions = {task: stored.predictions(params.paths.results, config.result_name("whisper", split), task)
+                       for task in tasks.TASKS}
         found[split] = {"segments": scored["segments"],
                         **{task: scored["tasks"][task]["metrics"][metric] for task, metric in
                            (("transcribe", "wer"), ("translate", "bleu"))},

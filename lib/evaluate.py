@@ -114,13 +114,12 @@ def evaluate(params: config.Params, name: str, model_dir: str | Path | None = No
         atomic.write_frame(output_dir / f"predictions_{label}_{o.task}.tsv", frame)
     if (split == "test" or (untrained and not retained)) and not left_to_parity(params, name, model_dir, output_dir,
                                                                                 split):
-        quiet = nonspeech_set(whole.decoder, options, paths.splits / f"{split}.tsv", whole.identity)
-        summary["hallucination"]["nonspeech"] = quiet | {"decoding": quiet["decoding"] | whole.runtime}
+        summary["hallucination"]["nonspeech"] = decoded_by(
+            nonspeech_set(whole.decoder, options, paths.splits / f"{split}.tsv", whole.identity), whole)
     if split == "test" and hp.long_form_seconds:
         summary["long_form"] = long_form(decoder, rows, params, split, options)
     if split == params.honest_split and not untrained and hp.long_form_seconds:
-        found_whole = recordings(name, whole.decoder, rows, params, split, options)
-        summary["recordings"] = found_whole | {"decoding": found_whole["decoding"] | whole.runtime}
+        summary["recordings"] = decoded_by(recordings(name, whole.decoder, rows, params, split, options), whole)
     if export:  # what the export decoded of this set, and how it compared with the model on the test split
         parts = [part for part, done in (("segments", segmented is whole),
                                          ("non-speech clips", "nonspeech" in summary["hallucination"]),
@@ -254,6 +253,11 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
                  "chance (the paired interval holds zero): it decodes the other sets", name, wanted, said,
                  row["segments"], tolerance)
     return row
+
+
+def decoded_by(part: dict, model: Loaded) -> dict:
+    """A set's part (its non-speech clips, its recordings) with the runtime that decoded it in its `decoding`."""
+    return part | {"decoding": part["decoding"] | model.runtime}
 
 
 def export_decodes_segments(row: dict) -> bool:
@@ -582,7 +586,7 @@ def _nonspeech_of_the_model(params: config.Params, name: str, model_dir: Path, q
     model = loaded(params, name, model_dir, export["quantization"] if export else "")  # what decodes the later sets
     quiet = quiet_of[export["quantization"]] if export else \
         nonspeech_set(model.decoder, options, params.paths.splits / "test.tsv")
-    return quiet | {"decoding": quiet["decoding"] | model.runtime}
+    return decoded_by(quiet, model)
 
 
 def main(argv: list[str] | None = None) -> int:
