@@ -231,14 +231,22 @@ def evaluation_export(params: config.Params, name: str) -> dict | None:
         return None
     parity_file = stored.parity_path(params, name)
     final = params.paths.model(name) / "final" / "config.json"
-    rows = json.loads(parity_file.read_text(encoding="utf-8"))["rows"] \
-        if parity_file.exists() and _modified(parity_file) >= _modified(final) else []
+    parity = parity_file.read_text(encoding="utf-8") \
+        if parity_file.exists() and _modified(parity_file) >= _modified(final) else ""
+    row = _holding_parity(name, wanted, parity, params.evaluation.export_tolerance)
+    return dict(row) if row else None
+
+
+@functools.lru_cache(maxsize=8)
+def _holding_parity(name: str, wanted: str, parity: str, tolerance: float) -> dict | None:
+    """`evaluation_export`'s answer for one parity file's text (empty: none newer than the model), worked out and said
+    once per process: 05 asks before every later set, and its report would repeat the same warning for each."""
+    rows = json.loads(parity)["rows"] if parity else []
     row = next((r for r in rows if r["quantization"] == wanted), None)
     if row is None:
         log.warning("%s: no parity check of the %s export newer than the model (run export_parity first): the "
                     "model itself decodes every set", name, wanted)
         return None
-    tolerance = params.evaluation.export_tolerance
     beyond = [metric for metric in ("wer", "bleu") if abs(row[f"delta_{metric}"]) > tolerance]
     shown = [metric for metric in beyond if not _within_chance(row.get(f"delta_{metric}_ci95"))]
     said = ", ".join(f"{row[f'delta_{m}']:+.2f} {m.upper()} {_interval(row.get(f'delta_{m}_ci95'))}"
