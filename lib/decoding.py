@@ -367,7 +367,7 @@ class Seq2SeqDecoder(Decoder):
     def generate(self, encoded: dict, options: DecodingOptions, temperature: float) -> list[Output]:
         kwargs = self.family.generation_kwargs(self.bundle, options) | sampling_arguments(temperature)
         with self._torch.inference_mode(), seeded(self.device, temperature):
-            ids = self.model.generate(**encoded, **kwargs)
+            ids = self.model.generate(**unexpanded(encoded), **kwargs)
         return [Output(text.strip(), row) for text, row in
                 zip(self.bundle.tokenizer.batch_decode(ids, skip_special_tokens=True), ids.tolist())]
 
@@ -390,6 +390,15 @@ def seeded(device, temperature: float):
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(round(temperature * 1000))
         yield
+
+
+def unexpanded(encoded: dict) -> dict:
+    """`generate()` keyword arguments of an encoder output, each output object a new one: a beam search repeats the
+    rows of the one it is given in place (transformers' `_expand_inputs_for_generation`), and the batch's next task
+    would read each row repeated, the first rows' audio where its others' should be."""
+    from transformers.utils import ModelOutput
+
+    return {key: type(value)(**value) if isinstance(value, ModelOutput) else value for key, value in encoded.items()}
 
 
 def select_rows(encoded: dict, index) -> dict:

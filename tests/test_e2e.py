@@ -1,4 +1,5 @@
 """The E2E model: wav2vec2 + mBART-50 built from saved folders, its decoder weights, and LNA."""
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +178,17 @@ def test_english_speech_is_transcribed_with_the_english_code(folders):
     assert family.generation_kwargs(bundle, decoding.DecodingOptions(task="transcribe"))["forced_bos_token_id"] == \
         bundle.tokenizer.convert_tokens_to_ids("vi_VN")
     assert family.forced_prefix("transcribe", "en") == family.forced_prefix("translate") == "en_XX"
+
+
+def test_a_beam_search_leaves_the_next_task_the_batchs_own_rows(folders):
+    """With beams (dev and prod decode with 4 and 5), the batch's encoder output is the same after a task as before:
+    transformers' beam search repeats the rows of the output it is given in place, and the next task would read the
+    first rows' audio in place of the others'."""
+    bundle = e2e.load_e2e(*folders)
+    decoder = families.get("e2e").decoder(bundle)
+    rng = np.random.default_rng(3)
+    encoded = decoder.encode([decoder.input(rng.standard_normal(16_000).astype(np.float32)) for _ in range(3)])
+    tensors = {key: value.last_hidden_state if key == "encoder_outputs" else value for key, value in encoded.items()}
+    decoder.generate(encoded, decoding.DecodingOptions(task="transcribe", max_length=12, num_beams=3), 0.0)
+    for key, value in encoded.items():
+        assert (value.last_hidden_state if key == "encoder_outputs" else value) is tensors[key]

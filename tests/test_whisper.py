@@ -102,6 +102,55 @@ def test_generation_forces_language_and_task_and_stays_short_form(tiny):
     assert [o.text for o in both["translate"]] == [o.text for o in alone]  # one encoder pass for both
 
 
+def test_a_batchs_cross_attention_is_projected_once_and_decodes_as_generate_does(tiny):
+    """The decoder hands the cross-attention keys and values of its no-speech step to every greedy or sampling
+    generate() on the batch: each task, timestamps, a fallback temperature and a subset of the rows write the tokens a
+    plain generate() writes on the same encoder output, without projecting the encoder's frames again; a beam search,
+    which expands its rows itself, decodes as before."""
+    family = families.get("whisper")
+    decoder = family.decoder(tiny)
+    rng = np.random.default_rng(1)
+    encoded = decoder.encode([rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)])
+    projected = []
+    hook = tiny.model.model.decoder.layers[0].encoder_attn.k_proj.register_forward_hook(
+        lambda module, args, output: projected.append(args[0].shape[1]))
+    frames = tiny.model.config.max_source_positions
+    try:
+        for options, temperature, batch in [
+                (decoding.DecodingOptions(task="transcribe", max_length=16), 0.0, encoded),
+                (decoding.DecodingOptions(task="translate", max_length=16), 0.0, encoded),
+                (decoding.DecodingOptions(task="transcribe", max_length=16, timestamps=True), 0.0, encoded),
+                (decoding.DecodingOptions(task="translate", max_length=16), 0.6, encoded),
+                (decoding.DecodingOptions(task="transcribe", max_length=16), 0.0, decoder.rows(encoded, [2, 0])),
+                (decoding.DecodingOptions(task="transcribe", max_length=16, num_beams=3), 0.0, encoded)]:
+            written = [o.tokens for o in decoder.generate(batch, options, temperature)]
+            beams = options.num_beams > 1
+            assert projected == ([frames] if beams else [])  # greedy and sampling: the no-speech step's keys
+            arguments = family.generation_kwargs(tiny, options) | decoding.sampling_arguments(temperature)
+            with torch.inference_mode(), decoding.seeded(decoder.device, temperature):
+                plain = tiny.model.generate(**batch.kwargs, **arguments, return_dict_in_generate=True,
+                                            output_scores=beams)
+            assert written == plain.sequences.tolist()
+            assert projected[-1] == frames  # a plain generate() projects them in every call
+            projected.clear()
+    finally:
+        hook.remove()
+
+
+def test_a_beam_search_leaves_the_next_task_the_batchs_own_rows(tiny):
+    """With beams (dev and prod decode with 4 and 5), the second task of a batch reads its own rows' encoder output:
+    transformers' beam search repeats the rows of the output it is given in place, and the translation of every row
+    was the first row's."""
+    decoder = families.get("whisper").decoder(tiny)
+    rng = np.random.default_rng(3)
+    inputs = [rng.standard_normal((120, 80)).astype(np.float16) * scale for scale in (0.1, 1, 3)]
+    options = [decoding.DecodingOptions(task=task, max_length=16, num_beams=3) for task in ("transcribe", "translate")]
+    both = decoding.decode(decoder, inputs, [1.2] * 3, options)["translate"]
+    alone = decoding.decode(decoder, inputs, [1.2] * 3, options[1:])["translate"]
+    assert [o.tokens for o in both] == [o.tokens for o in alone]
+    assert len({tuple(o.tokens) for o in alone}) == 3  # three inputs, three outputs: a repeated row would show
+
+
 def test_english_speech_is_transcribed_with_the_english_token(tiny, monkeypatch):
     from lib.whisper_tokens import forced
 
@@ -367,7 +416,7 @@ def test_the_recorded_log_probabilities_are_those_of_the_returned_scores(tiny):
     and with the first <|endoftext|>), without generate() returning them."""
     family = families.get("whisper")
     rng = np.random.default_rng(0)
-    encoded, _ = family.decoder(tiny).encode([rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)])
+    encoded = family.decoder(tiny).encode([rng.standard_normal((120, 80)).astype(np.float16) for _ in range(3)]).kwargs
     kwargs = family.generation_kwargs(tiny, decoding.DecodingOptions(task="transcribe", max_length=20))
     recorded = whisper.TokenLogProbs()
     kwargs["logits_processor"].append(recorded)

@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, NamedTuple
 
 import numpy as np
 
@@ -402,11 +402,23 @@ def gate_arguments(options: decoding.DecodingOptions, compression_scale: float =
             "compression_ratio_threshold": round(options.compression_ratio_threshold * compression_scale, 3)}
 
 
+class WhisperEncoded(NamedTuple):
+    """A batch as `WhisperDecoder` encoded it: the encoder output as `generate()` takes it, each row's no-speech
+    probability, and each decoder layer's cross-attention keys and values (computed once, with the no-speech step)."""
+
+    kwargs: dict
+    no_speech: list[float]
+    cross: list[tuple]
+
+
 class WhisperDecoder(decoding.Decoder):
     """transformers' Whisper: the inputs log-mels padded to the model's window (its input limit); a batch encoded
     once, the no-speech probability read from it at `<|startoftranscript|>`; each task generated with the forced
     prompt, the suppress lists and the beam width and length of its options, each output's average log-probability
-    kept as its tokens are chosen (`TokenLogProbs`), with timestamps where asked for."""
+    kept as its tokens are chosen (`TokenLogProbs`), with timestamps where asked for. The decoder's cross-attention
+    keys and values of a batch are computed once, in the no-speech step, and handed to every greedy or sampling
+    generate() on it (each task, each fallback temperature), which would otherwise project the encoder's 1,500 frames
+    again in each call (a beam search expands its rows itself)."""
 
     max_tokens = MAX_LABEL_TOKENS
 
@@ -422,7 +434,7 @@ class WhisperDecoder(decoding.Decoder):
     def input(self, wave: np.ndarray) -> np.ndarray:
         return log_mel(wave, self.extractor)
 
-    def encode(self, inputs: list[np.ndarray]) -> tuple[dict, list[float]]:
+    def encode(self, inputs: list[np.ndarray]) -> WhisperEncoded:
         torch, model = self._torch, self.model
         generation = model.generation_config
         features = torch.from_numpy(pad_log_mel(inputs, self.extractor.nb_max_frames))
@@ -430,26 +442,37 @@ class WhisperDecoder(decoding.Decoder):
         with torch.inference_mode():
             encoded = self.family.encode(self.bundle, {"input_features": features.to(self.device, model.dtype)})
             start = torch.full((len(inputs), 1), generation.decoder_start_token_id, device=self.device)
-            logits = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start).logits[:, 0]
-        return encoded, logits.float().softmax(-1)[:, no_speech_token_id(generation)].tolist()
+            first = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start, use_cache=True)
+        cross = [(layer.keys, layer.values) for layer in first.past_key_values.cross_attention_cache.layers]
+        return WhisperEncoded(encoded, first.logits[:, 0].float().softmax(-1)[:, no_speech_token_id(generation)]
+                              .tolist(), cross)
 
-    def rows(self, encoded: tuple[dict, list[float]], rows: list[int]) -> tuple[dict, list[float]]:
-        kwargs, no_speech = encoded
-        return decoding.select_rows(kwargs, self._torch.tensor(rows, device=self.device)), [no_speech[i] for i in rows]
+    def rows(self, encoded: WhisperEncoded, rows: list[int]) -> WhisperEncoded:
+        index = self._torch.tensor(rows, device=self.device)
+        return WhisperEncoded(decoding.select_rows(encoded.kwargs, index), [encoded.no_speech[i] for i in rows],
+                              [(keys.index_select(0, index), values.index_select(0, index))
+                               for keys, values in encoded.cross])
 
-    def generate(self, encoded: tuple[dict, list[float]], options: decoding.DecodingOptions,
+    def generate(self, encoded: WhisperEncoded, options: decoding.DecodingOptions,
                  temperature: float) -> list[decoding.Output]:
-        kwargs, no_speech = encoded
+        from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
         arguments = self.family.generation_kwargs(self.bundle, options) | decoding.sampling_arguments(temperature)
-        beams = arguments["num_beams"] > 1  # scored by the beam search itself
-        recorded = TokenLogProbs()
-        arguments["logits_processor"] = [*arguments.get("logits_processor", []), *([] if beams else [recorded])]
-        with self._torch.inference_mode(), decoding.seeded(self.device, temperature):
-            out = self.model.generate(**kwargs, **arguments, return_dict_in_generate=True, output_scores=beams)
         eos = self.bundle.tokenizer.eos_token_id
-        scores = out.sequences_scores.float().tolist() if beams else recorded.average(out.sequences, eos)
-        return outputs(self.bundle.tokenizer, self.model.generation_config, out.sequences.tolist(),
-                       options.timestamps, no_speech, scores)
+        with self._torch.inference_mode(), decoding.seeded(self.device, temperature):
+            if arguments["num_beams"] > 1:  # scored by the beam search itself, which expands the rows on its own
+                out = self.model.generate(**decoding.unexpanded(encoded.kwargs), **arguments,
+                                          return_dict_in_generate=True, output_scores=True)
+                sequences, scores = out.sequences, out.sequences_scores.float().tolist()
+            else:  # a cache of its own for each call, with the batch's cross-attention in it
+                recorded = TokenLogProbs()
+                arguments["logits_processor"] = [*arguments.get("logits_processor", []), recorded]
+                cache = EncoderDecoderCache(DynamicCache(), DynamicCache(encoded.cross))
+                sequences = self.model.generate(**encoded.kwargs, **arguments, cache=cache,
+                                                return_dict_in_generate=True).sequences  # one column per step
+                scores = recorded.average(sequences, eos)
+        return outputs(self.bundle.tokenizer, self.model.generation_config, sequences.tolist(), options.timestamps,
+                       encoded.no_speech, scores)
 
 
 class Ct2WhisperDecoder(decoding.Decoder):
