@@ -1,6 +1,7 @@
 """Audio decoding: soundfile reads the file, a segment is cut by start/end, channels are averaged, soxr resamples."""
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +31,24 @@ class AudioInfo:
 
 def probe(path: str | Path) -> AudioInfo:
     """Read a file's header: rate, channels, length. Raises AudioError if missing or unreadable."""
+    with _opened(path) as (found, _):
+        return found
+
+
+@contextlib.contextmanager
+def _opened(path: str | Path):
+    """The file open for reading, with its header read: (AudioInfo, SoundFile). AudioError if missing, unreadable or
+    without samples."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"audio file not found: {path}")
     try:
-        info = sf.info(str(path))
+        with sf.SoundFile(str(path)) as sound:
+            if sound.frames <= 0 or sound.samplerate <= 0:
+                raise AudioError(f"audio file holds no samples: {path}")
+            yield AudioInfo(path, sound.samplerate, sound.channels, sound.frames), sound
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(f"audio file unreadable: {path}: {err}") from None
-    if info.frames <= 0 or info.samplerate <= 0:
-        raise AudioError(f"audio file holds no samples: {path}")
-    return AudioInfo(path, info.samplerate, info.channels, info.frames)
 
 
 def truncation(path: str | Path) -> str | None:
@@ -58,15 +67,13 @@ def truncation(path: str | Path) -> str | None:
 def load(path: str | Path, start: float | None = None, end: float | None = None,
          sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode `path` from `start` to `end` seconds (whole file by default) as mono float32 at `sample_rate`."""
-    info = probe(path)
-    first = 0 if start is None else int(round(start * info.sample_rate))
-    last = info.frames if end is None else min(int(round(end * info.sample_rate)), info.frames)
-    if not 0 <= first < last:
-        raise AudioError(f"{path}: segment {start}-{end} s lies outside the file ({info.duration:.3f} s)")
-    try:
-        samples, rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"audio file unreadable: {path}: {err}") from None
+    with _opened(path) as (info, sound):  # one open for the header and the samples
+        first = 0 if start is None else int(round(start * info.sample_rate))
+        last = info.frames if end is None else min(int(round(end * info.sample_rate)), info.frames)
+        if not 0 <= first < last:
+            raise AudioError(f"{path}: segment {start}-{end} s lies outside the file ({info.duration:.3f} s)")
+        sound.seek(first)
+        samples, rate = sound.read(last - first, dtype="float32", always_2d=True), info.sample_rate
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
