@@ -443,7 +443,7 @@ class WhisperDecoder(decoding.Decoder):
             encoded = self.family.encode(self.bundle, {"input_features": features.to(self.device, model.dtype)})
             start = torch.full((len(inputs), 1), generation.decoder_start_token_id, device=self.device)
             first = model(encoder_outputs=encoded["encoder_outputs"], decoder_input_ids=start, use_cache=True)
-        cross = [(layer.keys, layer.values) for layer in first.past_key_values.cross_attention_cache.layers]
+        cross = [(layer.keys, layer.values) for layer in first.cache.cross_attention_cache.layers]
         return WhisperEncoded(encoded, first.logits[:, 0].float().softmax(-1)[:, no_speech_token_id(generation)]
                               .tolist(), cross)
 
